@@ -1,0 +1,162 @@
+/*-------------------------------------------------------------------------
+ *
+ * distributed.h
+ *		Declarations shared by the files of the distributed extension.
+ *
+ * A token names a position in the WAL of one timeline: the end of a commit
+ * record on the leader, or how far a follower has replayed.  Its text form
+ * is "<timeline>:<lsn>", for example "1:0/3000148"; follower-side calls also
+ * accept a bare LSN ("0/3000148"), which is then taken to be on whatever
+ * timeline the server is on.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DISTRIBUTED_H
+#define DISTRIBUTED_H
+
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "lib/ilist.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
+#include "utils/hsearch.h"
+
+/* Longest session key, in bytes.  A hex SHA-256 digest is 64. */
+#define DIST_MAX_KEY_LEN		128
+
+/* Session map partitions; see DistNumPartitions(). */
+#define DIST_MAX_PARTITIONS		16
+
+/*
+ * SQLSTATE for a token that this server's timeline history can never hold.
+ * Class 55 (object not in prerequisite state); subclass letters starting
+ * with D are this project's own.
+ */
+#define ERRCODE_DIST_UNREACHABLE	MAKE_SQLSTATE('5','5','D','0','1')
+
+/* Longest token text: "4294967295:FFFFFFFF/FFFFFFFF". */
+#define DIST_TOKEN_BUFLEN		32
+
+typedef struct DistToken
+{
+	TimeLineID	tli;			/* 0 when the text gave a bare LSN */
+	XLogRecPtr	lsn;
+} DistToken;
+
+/* Where a token stands on this server; see DistTokenState(). */
+typedef enum DistTokenStatus
+{
+	DIST_REACHED,				/* replayed here (on a leader: held here) */
+	DIST_PENDING,				/* not yet, but replay may still reach it */
+	DIST_NEVER,					/* this server's timeline left before it */
+	DIST_NOT_IN_RECOVERY		/* not here, and this server replays no WAL */
+} DistTokenStatus;
+
+/* One entry of the session map; the key must come first (dynahash). */
+typedef struct DistSessionEntry
+{
+	char		key[DIST_MAX_KEY_LEN + 1];
+	dlist_node	lru;			/* position in its partition's LRU list */
+	XLogRecPtr	lsn;
+	TimestampTz written;
+	TimeLineID	tli;
+} DistSessionEntry;
+
+typedef struct DistPartition
+{
+	LWLock	   *lock;			/* protects this partition's table and list */
+	dlist_head	lru;			/* head: least recently written */
+	int			capacity;
+} DistPartition;
+
+/* A backend waiting for replay; slots are indexed by PGPROC number. */
+typedef struct DistWaiter
+{
+	bool		in_use;
+	bool		armed;			/* the watcher should wake it at lsn/tli */
+	int			pid;
+	TimeLineID	tli;
+	XLogRecPtr	lsn;
+	TimestampTz started;
+	Latch	   *latch;
+} DistWaiter;
+
+typedef struct DistCounters
+{
+	pg_atomic_uint64 evictions;
+	pg_atomic_uint64 checks_safe;
+	pg_atomic_uint64 checks_unsafe;
+	pg_atomic_uint64 waits_started;
+	pg_atomic_uint64 waits_reached;
+	pg_atomic_uint64 waits_timed_out;
+	pg_atomic_uint64 waits_promoted;
+	pg_atomic_uint64 waits_unreachable;
+	pg_atomic_uint64 waits_not_in_recovery;
+	pg_atomic_uint64 waits_cancelled;
+	pg_atomic_uint64 wait_time_us;
+	pg_atomic_uint64 commits_recorded;
+} DistCounters;
+
+typedef struct DistShared
+{
+	/* floor of every answer of the session map; protected by floor_lock */
+	slock_t		floor_lock;
+	bool		floor_ready;	/* raised to the WAL end since start-up */
+	TimeLineID	floor_tli;
+	XLogRecPtr	floor_lsn;
+
+	int			npartitions;
+	int			capacity;
+	DistPartition partitions[DIST_MAX_PARTITIONS];
+
+	/* waiters; protected by waiters_lock */
+	LWLock	   *waiters_lock;
+	int			nslots;
+	int			nwaiting;		/* slots in use */
+	Latch	   *watcher_latch;	/* NULL while the watcher is not running */
+	int			watcher_pid;
+
+	DistCounters counters;
+	TimestampTz stats_reset;
+
+	DistWaiter	waiters[FLEXIBLE_ARRAY_MEMBER];
+} DistShared;
+
+/* distributed.c */
+extern int	dist_max_sessions;
+extern char *dist_session_key;
+extern int	dist_watch_interval_ms;
+extern bool dist_report_replay;
+extern void DistCheckLoaded(void);
+
+/* shmem.c */
+extern DistShared *dist_shared;
+extern HTAB *dist_tables[DIST_MAX_PARTITIONS];
+extern void DistShmemRequest(void);
+extern void DistShmemInstallHooks(void);
+extern int	DistNumPartitions(int capacity);
+extern void DistRaiseFloor(TimeLineID tli, XLogRecPtr lsn);
+extern void DistReadFloor(TimeLineID *tli, XLogRecPtr *lsn);
+extern void DistEnsureFloor(void);
+
+/* token.c */
+extern bool DistParseToken(const char *text, DistToken *token);
+extern DistToken DistTokenFromText(text *t, const char *what);
+extern void DistFormatToken(char *buf, TimeLineID tli, XLogRecPtr lsn);
+extern text *DistTokenToText(TimeLineID tli, XLogRecPtr lsn);
+extern DistTokenStatus DistTokenState(DistToken token);
+extern void DistCheckKey(const char *key, int len);
+
+/* leader.c */
+extern void DistXactCallback(XactEvent event, void *arg);
+
+/* follower.c */
+extern void DistRegisterWatcher(void);
+PGDLLEXPORT void distributed_watcher_main(Datum main_arg);
+
+#endif							/* DISTRIBUTED_H */

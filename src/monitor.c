@@ -1,0 +1,202 @@
+/*-------------------------------------------------------------------------
+ *
+ * monitor.c
+ *		Set-returning functions behind the monitoring views, and the reset.
+ *
+ * Each view wraps one function:
+ *	distributed.sessions  <- distributed.get_sessions()	(keys: pg_monitor)
+ *	distributed.stats	  <- distributed.get_stats()
+ *	distributed.waiters   <- distributed.get_waiters()	(pg_monitor)
+ *
+ * get_sessions copies one partition at a time under that partition's
+ * shared lock, so a scan never blocks writers for longer than one
+ * partition's copy.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xlog.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "compat.h"
+#include "distributed.h"
+
+#define SESSIONS_COLS	5
+#define STATS_COLS		20
+#define WAITERS_COLS	5
+
+PG_FUNCTION_INFO_V1(distributed_get_sessions);
+Datum
+distributed_get_sessions(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	DistCheckLoaded();
+	DistInitMaterializedSRF(fcinfo);
+
+	for (int part = 0; part < dist_shared->npartitions; part++)
+	{
+		DistPartition *p = &dist_shared->partitions[part];
+		DistSessionEntry *copy;
+		int			n = 0;
+		dlist_iter	iter;
+
+		copy = palloc(sizeof(DistSessionEntry) * Max(p->capacity, 1));
+		LWLockAcquire(p->lock, LW_SHARED);
+		dlist_foreach(iter, &p->lru)
+		{
+			if (n >= p->capacity)
+				break;
+			copy[n++] = *dlist_container(DistSessionEntry, lru, iter.cur);
+		}
+		LWLockRelease(p->lock);
+
+		for (int i = 0; i < n; i++)
+		{
+			Datum		values[SESSIONS_COLS];
+			bool		nulls[SESSIONS_COLS] = {0};
+
+			values[0] = CStringGetTextDatum(copy[i].key);
+			values[1] = PointerGetDatum(DistTokenToText(copy[i].tli, copy[i].lsn));
+			values[2] = LSNGetDatum(copy[i].lsn);
+			values[3] = Int64GetDatum((int64) copy[i].tli);
+			values[4] = TimestampTzGetDatum(copy[i].written);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
+								 values, nulls);
+		}
+		pfree(copy);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(distributed_get_stats);
+Datum
+distributed_get_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	DistCounters *c;
+	Datum		values[STATS_COLS];
+	bool		nulls[STATS_COLS] = {0};
+	int64		entries = 0;
+	TimeLineID	ftli;
+	XLogRecPtr	flsn;
+	int			nwaiting;
+	int			i = 0;
+
+	DistCheckLoaded();
+	DistInitMaterializedSRF(fcinfo);
+	c = &dist_shared->counters;
+
+	for (int part = 0; part < dist_shared->npartitions; part++)
+	{
+		LWLockAcquire(dist_shared->partitions[part].lock, LW_SHARED);
+		entries += hash_get_num_entries(dist_tables[part]);
+		LWLockRelease(dist_shared->partitions[part].lock);
+	}
+	LWLockAcquire(dist_shared->waiters_lock, LW_SHARED);
+	nwaiting = dist_shared->nwaiting;
+	LWLockRelease(dist_shared->waiters_lock);
+	DistEnsureFloor();
+	DistReadFloor(&ftli, &flsn);
+
+	values[i++] = CStringGetTextDatum(RecoveryInProgress() ? "follower" : "leader");
+	values[i++] = Int32GetDatum(dist_shared->capacity);
+	values[i++] = Int64GetDatum(entries);
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->evictions));
+	if (dist_shared->floor_ready)
+		values[i++] = PointerGetDatum(DistTokenToText(ftli, flsn));
+	else
+		nulls[i++] = true;
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->commits_recorded));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->checks_safe));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->checks_unsafe));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_started));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_reached));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_timed_out));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_promoted));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_unreachable));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_not_in_recovery));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_cancelled));
+	values[i++] = Float8GetDatum((double) pg_atomic_read_u64(&c->wait_time_us) / 1000.0);
+	values[i++] = Int32GetDatum(nwaiting);
+	LWLockAcquire(dist_shared->waiters_lock, LW_SHARED);
+	if (dist_shared->watcher_pid != 0)
+		values[i++] = Int32GetDatum(dist_shared->watcher_pid);
+	else
+		nulls[i++] = true;
+	values[i++] = Int32GetDatum(dist_watch_interval_ms);
+	values[i++] = TimestampTzGetDatum(dist_shared->stats_reset);
+	LWLockRelease(dist_shared->waiters_lock);
+	Assert(i == STATS_COLS);
+
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(distributed_get_waiters);
+Datum
+distributed_get_waiters(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	DistWaiter *copy;
+	int			n = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	DistCheckLoaded();
+	DistInitMaterializedSRF(fcinfo);
+
+	copy = palloc(sizeof(DistWaiter) * dist_shared->nslots);
+	LWLockAcquire(dist_shared->waiters_lock, LW_SHARED);
+	for (int i = 0; i < dist_shared->nslots; i++)
+		if (dist_shared->waiters[i].in_use)
+			copy[n++] = dist_shared->waiters[i];
+	LWLockRelease(dist_shared->waiters_lock);
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[WAITERS_COLS];
+		bool		nulls[WAITERS_COLS] = {0};
+
+		values[0] = Int32GetDatum(copy[i].pid);
+		values[1] = PointerGetDatum(DistTokenToText(copy[i].tli, copy[i].lsn));
+		values[2] = LSNGetDatum(copy[i].lsn);
+		values[3] = TimestampTzGetDatum(copy[i].started);
+		values[4] = Float8GetDatum((double) (now - copy[i].started) / 1000.0);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	pfree(copy);
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(distributed_reset_stats);
+Datum
+distributed_reset_stats(PG_FUNCTION_ARGS)
+{
+	DistCounters *c;
+
+	DistCheckLoaded();
+	c = &dist_shared->counters;
+	pg_atomic_write_u64(&c->evictions, 0);
+	pg_atomic_write_u64(&c->commits_recorded, 0);
+	pg_atomic_write_u64(&c->checks_safe, 0);
+	pg_atomic_write_u64(&c->checks_unsafe, 0);
+	pg_atomic_write_u64(&c->waits_started, 0);
+	pg_atomic_write_u64(&c->waits_reached, 0);
+	pg_atomic_write_u64(&c->waits_timed_out, 0);
+	pg_atomic_write_u64(&c->waits_promoted, 0);
+	pg_atomic_write_u64(&c->waits_unreachable, 0);
+	pg_atomic_write_u64(&c->waits_not_in_recovery, 0);
+	pg_atomic_write_u64(&c->waits_cancelled, 0);
+	pg_atomic_write_u64(&c->wait_time_us, 0);
+	LWLockAcquire(dist_shared->waiters_lock, LW_EXCLUSIVE);
+	dist_shared->stats_reset = GetCurrentTimestamp();
+	LWLockRelease(dist_shared->waiters_lock);
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,243 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *		Shared memory: its size, its creation, and the floor of the map.
+ *
+ * One DistShared struct holds the session map's partitions (each a dynahash
+ * table of at most its capacity, with an LRU list threaded through the
+ * entries), the floor, the counters and one waiter slot per backend.
+ *
+ * Locking:
+ *	- each map partition has its own LWLock (tranche "distributed_map");
+ *	  it protects that partition's table, LRU list and entries.
+ *	- waiters_lock (tranche "distributed_waiters") protects the waiter
+ *	  slots, nwaiting and the watcher's latch.
+ *	- floor_lock, a spinlock, protects the floor.  It may be taken while a
+ *	  partition lock is held, never the other way around.
+ *	- counters are atomics and need no lock.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "distributed.h"
+
+DistShared *dist_shared = NULL;
+HTAB	   *dist_tables[DIST_MAX_PARTITIONS];
+
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/*
+ * Small maps keep one partition so that eviction is exactly least recently
+ * written; large ones spread writers over several locks, and eviction is
+ * least recently written within a partition.
+ */
+int
+DistNumPartitions(int capacity)
+{
+	return capacity >= 1024 ? DIST_MAX_PARTITIONS : 1;
+}
+
+static int
+DistPartitionCapacity(int capacity, int npartitions, int i)
+{
+	return capacity / npartitions + (i < capacity % npartitions ? 1 : 0);
+}
+
+static int
+DistWaiterSlots(void)
+{
+	return MaxBackends;
+}
+
+static Size
+DistShmemSize(void)
+{
+	Size		size;
+	int			nparts = DistNumPartitions(dist_max_sessions);
+
+	size = add_size(offsetof(DistShared, waiters),
+					mul_size(DistWaiterSlots(), sizeof(DistWaiter)));
+	size = MAXALIGN(size);
+	for (int i = 0; i < nparts; i++)
+		size = add_size(size,
+						hash_estimate_size(DistPartitionCapacity(dist_max_sessions, nparts, i),
+										   sizeof(DistSessionEntry)));
+	return size;
+}
+
+/*
+ * Ask for the shared memory and locks.  From PostgreSQL 15 on this runs in
+ * shmem_request_hook; before, directly from _PG_init.
+ */
+void
+DistShmemRequest(void)
+{
+	RequestAddinShmemSpace(DistShmemSize());
+	RequestNamedLWLockTranche("distributed_map",
+							  DistNumPartitions(dist_max_sessions));
+	RequestNamedLWLockTranche("distributed_waiters", 1);
+}
+
+#if PG_VERSION_NUM >= 150000
+static void
+DistShmemRequestHook(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	DistShmemRequest();
+}
+#endif
+
+static void
+DistShmemStartup(void)
+{
+	bool		found;
+	int			nparts = DistNumPartitions(dist_max_sessions);
+	int			nslots = DistWaiterSlots();
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+
+	dist_shared = ShmemInitStruct("distributed",
+								  offsetof(DistShared, waiters) +
+								  nslots * sizeof(DistWaiter),
+								  &found);
+	if (!found)
+	{
+		LWLockPadded *maplocks = GetNamedLWLockTranche("distributed_map");
+
+		SpinLockInit(&dist_shared->floor_lock);
+		dist_shared->floor_ready = false;
+		dist_shared->floor_tli = 0;
+		dist_shared->floor_lsn = InvalidXLogRecPtr;
+		dist_shared->npartitions = nparts;
+		dist_shared->capacity = dist_max_sessions;
+		for (int i = 0; i < nparts; i++)
+		{
+			dist_shared->partitions[i].lock = &maplocks[i].lock;
+			dlist_init(&dist_shared->partitions[i].lru);
+			dist_shared->partitions[i].capacity =
+				DistPartitionCapacity(dist_max_sessions, nparts, i);
+		}
+		dist_shared->waiters_lock =
+			&(GetNamedLWLockTranche("distributed_waiters"))->lock;
+		dist_shared->nslots = nslots;
+		dist_shared->nwaiting = 0;
+		dist_shared->watcher_latch = NULL;
+		dist_shared->watcher_pid = 0;
+		memset(dist_shared->waiters, 0, nslots * sizeof(DistWaiter));
+
+		pg_atomic_init_u64(&dist_shared->counters.evictions, 0);
+		pg_atomic_init_u64(&dist_shared->counters.checks_safe, 0);
+		pg_atomic_init_u64(&dist_shared->counters.checks_unsafe, 0);
+		pg_atomic_init_u64(&dist_shared->counters.waits_started, 0);
+		pg_atomic_init_u64(&dist_shared->counters.waits_reached, 0);
+		pg_atomic_init_u64(&dist_shared->counters.waits_timed_out, 0);
+		pg_atomic_init_u64(&dist_shared->counters.waits_promoted, 0);
+		pg_atomic_init_u64(&dist_shared->counters.waits_unreachable, 0);
+		pg_atomic_init_u64(&dist_shared->counters.waits_not_in_recovery, 0);
+		pg_atomic_init_u64(&dist_shared->counters.waits_cancelled, 0);
+		pg_atomic_init_u64(&dist_shared->counters.wait_time_us, 0);
+		pg_atomic_init_u64(&dist_shared->counters.commits_recorded, 0);
+		dist_shared->stats_reset = GetCurrentTimestamp();
+	}
+
+	for (int i = 0; i < nparts; i++)
+	{
+		HASHCTL		info;
+		char		name[64];
+		int			cap = DistPartitionCapacity(dist_max_sessions, nparts, i);
+
+		memset(&info, 0, sizeof(info));
+		info.keysize = DIST_MAX_KEY_LEN + 1;
+		info.entrysize = sizeof(DistSessionEntry);
+		snprintf(name, sizeof(name), "distributed session map %d", i);
+		dist_tables[i] = ShmemInitHash(name, cap, cap, &info,
+									   HASH_ELEM | HASH_STRINGS);
+	}
+
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+DistShmemInstallHooks(void)
+{
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = DistShmemRequestHook;
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = DistShmemStartup;
+}
+
+/*
+ * Raise the floor to at least (tli, lsn).  Never lowers it.  Safe to call
+ * with a partition lock held; raises no error.
+ */
+void
+DistRaiseFloor(TimeLineID tli, XLogRecPtr lsn)
+{
+	SpinLockAcquire(&dist_shared->floor_lock);
+	if (lsn > dist_shared->floor_lsn)
+	{
+		dist_shared->floor_lsn = lsn;
+		dist_shared->floor_tli = tli;
+	}
+	SpinLockRelease(&dist_shared->floor_lock);
+}
+
+void
+DistReadFloor(TimeLineID *tli, XLogRecPtr *lsn)
+{
+	SpinLockAcquire(&dist_shared->floor_lock);
+	*tli = dist_shared->floor_tli;
+	*lsn = dist_shared->floor_lsn;
+	SpinLockRelease(&dist_shared->floor_lock);
+}
+
+/*
+ * The map starts empty at every start-up and promotion, so it cannot know
+ * the keys written before.  Before its first use on a server that accepts
+ * writes, raise the floor to the current end of WAL: every commit made
+ * before the restart or the promotion lies at or below it.  On a standby
+ * this does nothing (the map is not used there).  Raises no error.
+ */
+void
+DistEnsureFloor(void)
+{
+	XLogRecPtr	pos;
+	TimeLineID	tli;
+
+	if (dist_shared->floor_ready)
+		return;
+	if (RecoveryInProgress())
+		return;
+
+	pos = GetXLogInsertRecPtr();
+	tli = DistInsertTimeLine();
+
+	SpinLockAcquire(&dist_shared->floor_lock);
+	if (!dist_shared->floor_ready)
+	{
+		if (pos > dist_shared->floor_lsn)
+		{
+			dist_shared->floor_lsn = pos;
+			dist_shared->floor_tli = tli;
+		}
+		dist_shared->floor_ready = true;
+	}
+	SpinLockRelease(&dist_shared->floor_lock);
+}
