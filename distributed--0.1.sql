@@ -192,6 +192,9 @@ COMMENT ON FUNCTION reset_stats() IS
 -- Privileges: keys are secrets (they identify logins)
 -- ---------------------------------------------------------------------------
 
+-- Applications call the functions; each object below says who may use it.
+GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
+
 REVOKE ALL ON FUNCTION get_sessions() FROM PUBLIC;
 REVOKE ALL ON sessions FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION get_sessions() TO pg_monitor;

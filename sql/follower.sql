@@ -1,0 +1,38 @@
+-- The follower-side calls on a leader: no special case needed.
+\set VERBOSITY terse
+INSERT INTO items VALUES (10, 'ten');
+SELECT distributed.last_commit() AS t \gset
+SELECT distributed.wait(:'t', 0) AS own_token,
+       distributed.wait(:'t') AS default_timeout,
+       distributed.wait(distributed.token_lsn(:'t'), 10) AS as_lsn;
+CALL distributed.wait_for(:'t', 10);
+CALL distributed.wait_for(distributed.token_lsn(:'t'));
+-- a position the leader has not written: it replays nothing, so a wait
+-- says so at once instead of sleeping
+SELECT distributed.wait('FFFFFFFF/0', 100000) AS ahead,
+       distributed.is_replayed('FFFFFFFF/0') AS ahead_safe;
+-- a token from a later timeline (another branch of history)
+SELECT distributed.wait('7:0/10', 100000) AS later_timeline;
+CALL distributed.wait_for('FFFFFFFF/0', 100);
+-- an earlier timeline this server never had: cannot be one of its writes
+-- (timeline 1 is this server's first, so there is none to test here)
+SELECT waits_started >= 6 AS counted, waits_reached >= 5 AS reached,
+       waits_not_in_recovery >= 3 AS not_in_recovery, waiting
+  FROM distributed.stats;
+-- the procedure must run outside a transaction block ...
+BEGIN;
+CALL distributed.wait_for(:'t', 10);
+ROLLBACK;
+-- ... and without a registered snapshot
+SET default_transaction_isolation = 'repeatable read';
+CALL distributed.wait_for(:'t', 10);
+RESET default_transaction_isolation;
+-- a DO block at top level is not atomic: the procedure may run there
+DO $$ BEGIN CALL distributed.wait_for('0/1', 10); END $$;
+-- but not from a function, which is always atomic
+CREATE FUNCTION call_wait() RETURNS void LANGUAGE plpgsql
+    AS $$ BEGIN CALL distributed.wait_for('0/1', 10); END $$;
+SELECT call_wait();
+DROP FUNCTION call_wait();
+-- nothing is left waiting
+SELECT count(*) AS waiters FROM distributed.waiters;

@@ -1,0 +1,62 @@
+#!/bin/bash
+# Test it: install what is needed, build warning-free, install the
+# extension, and run every test suite against real servers.
+#
+#   bash test/check.sh            # as root, from a clone
+#
+# Servers run as the unprivileged user "postgres" (initdb refuses root) in
+# a scratch copy of the tree; each suite starts and stops its own servers
+# on Unix sockets.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+RUN_AS=${RUN_AS:-postgres}
+
+bash test/install-deps.sh
+
+echo "== build (warnings are errors)"
+make -s PG_CONFIG="$PG_CONFIG" clean
+make -s PG_CONFIG="$PG_CONFIG"
+make -s PG_CONFIG="$PG_CONFIG" install
+
+SCRATCH=$(mktemp -d /tmp/distributed-check.XXXXXX)
+trap 'rm -rf "$SCRATCH"' EXIT
+tar -C "$ROOT" --exclude=.git -cf - . | tar -C "$SCRATCH" -xf -
+chown -R "$RUN_AS": "$SCRATCH"
+
+as_user() { runuser -u "$RUN_AS" -- env -C "$SCRATCH" "$@"; }
+
+passed=0
+failed=0
+status=0
+
+echo "== pg_regress (temporary instance, library preloaded)"
+if as_user make PG_CONFIG="$PG_CONFIG" installcheck TAP_TESTS= > "$SCRATCH/regress.log" 2>&1; then :; else status=1; fi
+cat "$SCRATCH/regress.log"
+p=$(grep -cE '^(ok|test) .* ok( |$)|^ok [0-9]+ ' "$SCRATCH/regress.log" || true)
+f=$(grep -cE '^(not ok|test) .*(FAILED|failed)' "$SCRATCH/regress.log" || true)
+[ -f "$SCRATCH/regression.diffs" ] && cat "$SCRATCH/regression.diffs"
+passed=$((passed + p)); failed=$((failed + f))
+
+echo "== TAP (leader and followers)"
+if as_user make PG_CONFIG="$PG_CONFIG" installcheck REGRESS= PROVE_FLAGS="-I test/lib -v" > "$SCRATCH/tap.log" 2>&1; then :; else status=1; fi
+grep -vE '^(# |ok [0-9]+ -|\s*$)' "$SCRATCH/tap.log" | grep -vE '^t?e?s?t?/t/.*\.\. $' || true
+p=$(grep -cE '^ok [0-9]+' "$SCRATCH/tap.log" || true)
+f=$(grep -cE '^not ok [0-9]+' "$SCRATCH/tap.log" || true)
+if [ "$status" -ne 0 ]; then
+    grep -E '^not ok|^#' "$SCRATCH/tap.log" | head -200 || true
+    for l in "$SCRATCH"/tmp_check/log/*; do
+        [ -f "$l" ] || continue
+        echo "---- $l (tail)"; tail -n 40 "$l"
+    done
+fi
+passed=$((passed + p)); failed=$((failed + f))
+
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+    failed=1   # a suite failed without a countable test line (build, setup)
+fi
+echo
+echo "tests: $passed passed, $failed failed"
+exit $status
