@@ -1,0 +1,333 @@
+# DistributedCluster.pm - helpers for the TAP tests of the distributed
+# extension: a leader with the library preloaded and streaming followers,
+# replay pausing, background sessions, and a real libpq client
+# (test/pstatus.py) to see ParameterStatus values.
+#
+#   use DistributedCluster;
+#   my ($leader, $a, $b) = DistributedCluster::create_cluster('x', followers => 2);
+#   pause($a); ... resume($a); wait_replayed($a, $leader);
+#
+# Every server listens on a Unix socket only (PostgreSQL::Test::Cluster's
+# default).  Nothing here sleeps to create lag: lag is made by pausing
+# replay; waiting is done by polling for a state.
+
+package DistributedCluster;
+
+use strict;
+use warnings;
+
+use Carp;
+use Cwd qw(abs_path);
+use Exporter 'import';
+use File::Basename qw(dirname);
+use IPC::Run;
+use JSON::PP;
+use Time::HiRes qw(usleep);
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+our @EXPORT = qw(
+  create_leader add_follower create_cluster
+  pause resume wait_replayed
+  pstatus pstatus_as bg_pstatus bg_finish wait_for_waiting_backend poll_value
+  sqlstate lsn_num token_tli token_lsn_num);
+
+# test/pstatus.py, next to this file's directory
+our $PSTATUS = abs_path(dirname(__FILE__) . '/../pstatus.py');
+our $PYTHON = $ENV{DIST_PYTHON} // '/usr/bin/python3';
+
+my $backup_seq = 0;
+
+=pod
+
+=head1 FUNCTIONS
+
+=over
+
+=item create_leader($name, preload => 1, conf => '...', extension => 1)
+
+A primary that allows streaming, with shared_preload_libraries =
+'distributed' (unless preload => 0), the extra postgresql.conf lines in conf,
+started, with CREATE EXTENSION distributed done (unless extension => 0).
+
+=cut
+
+sub create_leader
+{
+	my ($name, %opts) = @_;
+	my $preload = $opts{preload} // 1;
+
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(allows_streaming => 1);
+	$node->append_conf('postgresql.conf',
+		"shared_preload_libraries = 'distributed'") if $preload;
+	$node->append_conf('postgresql.conf', $opts{conf}) if defined $opts{conf};
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION distributed')
+	  if $opts{extension} // 1;
+	return $node;
+}
+
+=pod
+
+=item add_follower($leader, $name, conf => '...')
+
+A streaming follower of $leader made from a fresh base backup (so it has
+the extension and everything written so far), started and caught up.
+
+=cut
+
+sub add_follower
+{
+	my ($leader, $name, %opts) = @_;
+	my $backup = 'b' . ++$backup_seq;
+
+	$leader->backup($backup);
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init_from_backup($leader, $backup, has_streaming => 1);
+	$node->append_conf('postgresql.conf', $opts{conf})
+	  if defined $opts{conf};
+	$node->start;
+	wait_replayed($node, $leader);
+	return $node;
+}
+
+=pod
+
+=item create_cluster($prefix, followers => N, conf => '...')
+
+Returns ($leader, @followers): "${prefix}_leader" and N followers
+"${prefix}_f1" ... all caught up.
+
+=cut
+
+sub create_cluster
+{
+	my ($prefix, %opts) = @_;
+	my $n = $opts{followers} // 1;
+	my $leader = create_leader("${prefix}_leader", %opts);
+	my @followers = map { add_follower($leader, "${prefix}_f$_") } 1 .. $n;
+	return ($leader, @followers);
+}
+
+=pod
+
+=item pause($follower), resume($follower)
+
+pg_wal_replay_pause() / pg_wal_replay_resume().  Once pause() returns, the
+startup process applies no further record (it checks before each one), so
+WAL written on the leader afterwards is received but not replayed.
+
+=cut
+
+sub pause
+{
+	my ($node) = @_;
+	$node->safe_psql('postgres', 'SELECT pg_wal_replay_pause()');
+	return;
+}
+
+sub resume
+{
+	my ($node) = @_;
+	$node->safe_psql('postgres', 'SELECT pg_wal_replay_resume()');
+	return;
+}
+
+=pod
+
+=item wait_replayed($follower, $leader [, $lsn])
+
+Wait until $follower has replayed $lsn (default: the leader's current WAL
+write position).  Dies if that does not happen within the default timeout.
+
+=cut
+
+sub wait_replayed
+{
+	my ($follower, $leader, $lsn) = @_;
+	$lsn //= $leader->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	$follower->poll_query_until('postgres',
+		"SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn")
+	  or croak "follower " . $follower->name . " did not replay $lsn";
+	return;
+}
+
+=pod
+
+=item pstatus($node, @sql) / pstatus_as($node, $role, @sql)
+
+Run the statements through test/pstatus.py over one autocommit libpq
+connection to $node's postgres database (as $role for pstatus_as);
+returns a list of hashes, one per statement: {sql, rows, error =>
+{sqlstate, message} | undef, last_commit, replay_position} (the
+ParameterStatus values after the statement).
+
+=cut
+
+sub _connstr
+{
+	my ($node, $appname, $user) = @_;
+	my $c = $node->connstr('postgres');
+	$c .= " application_name=$appname" if defined $appname;
+	$c .= " user=$user" if defined $user;
+	return $c;
+}
+
+sub _decode_lines
+{
+	my ($out) = @_;
+	return map { decode_json($_) } grep { /\S/ } split /\n/, $out;
+}
+
+sub pstatus
+{
+	my ($node, @sql) = @_;
+	return pstatus_as($node, undef, @sql);
+}
+
+sub pstatus_as
+{
+	my ($node, $user, @sql) = @_;
+	my ($out, $err);
+	my $ok = IPC::Run::run(
+		[ $PYTHON, $PSTATUS, _connstr($node, undef, $user), @sql ],
+		'>', \$out, '2>', \$err,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	croak "pstatus.py failed: $err" unless $ok;
+	my @res = _decode_lines($out);
+	croak "pstatus.py: expected " . scalar(@sql) . " results, got "
+	  . scalar(@res) . ": $out $err"
+	  unless @res == @sql;
+	return @res;
+}
+
+=pod
+
+=item bg_pstatus($node, $appname, @sql) / bg_finish($bg)
+
+Start pstatus.py in the background with application_name $appname (to find
+its backend in pg_stat_activity); bg_finish waits for it to end and returns
+its results as pstatus() does.
+
+=cut
+
+sub bg_pstatus
+{
+	my ($node, $appname, @sql) = @_;
+	my $bg = { out => '', err => '', name => $appname };
+	$bg->{h} = IPC::Run::start(
+		[ $PYTHON, $PSTATUS, _connstr($node, $appname), @sql ],
+		'>', \$bg->{out}, '2>', \$bg->{err},
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	return $bg;
+}
+
+sub bg_finish
+{
+	my ($bg) = @_;
+	eval { $bg->{h}->finish; };
+	croak "background pstatus.py ($bg->{name}) failed: $@ $bg->{err}" if $@;
+	return _decode_lines($bg->{out});
+}
+
+=pod
+
+=item poll_value($node, $sql)
+
+Run $sql until it returns a non-empty result; return that result.  Dies
+after the default timeout.
+
+=cut
+
+sub poll_value
+{
+	my ($node, $sql) = @_;
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (time() < $deadline)
+	{
+		my $v = $node->safe_psql('postgres', $sql);
+		return $v if $v ne '';
+		usleep(50_000);
+	}
+	croak "timed out waiting for a result of: $sql";
+}
+
+=pod
+
+=item wait_for_waiting_backend($node, $appname)
+
+Wait until the backend with application_name $appname is in a wait with
+wait_event_type 'Extension' (distributed's wait), return its pid.
+
+=cut
+
+sub wait_for_waiting_backend
+{
+	my ($node, $appname) = @_;
+	return poll_value($node,
+		"SELECT pid FROM pg_stat_activity WHERE application_name = '$appname'"
+		  . " AND wait_event_type = 'Extension'");
+}
+
+=pod
+
+=item sqlstate($node, $sql [, user => $role]) => ($sqlstate, $stderr, $stdout)
+
+Run $sql with psql (VERBOSITY verbose), as $role if given; returns the
+SQLSTATE of the first error (undef if none), psql's stderr and stdout.
+
+=cut
+
+sub sqlstate
+{
+	my ($node, $sql, %opts) = @_;
+	my @extra = ('-v', 'VERBOSITY=verbose');
+	push @extra, '-U', $opts{user} if defined $opts{user};
+	my ($ret, $out, $err) =
+	  $node->psql('postgres', $sql, extra_params => \@extra);
+	my ($code) = $err =~ /(?:ERROR|FATAL):\s+([0-9A-Z]{5}):/;
+	return ($code, $err, $out);
+}
+
+=pod
+
+=item lsn_num('0/3000148'), token_tli('1:0/3000148'), token_lsn_num('1:0/3000148')
+
+LSNs as numbers, for comparisons in Perl.
+
+=cut
+
+sub lsn_num
+{
+	my ($lsn) = @_;
+	croak "not an LSN: " . ($lsn // 'undef')
+	  unless defined $lsn && $lsn =~ m{^([0-9A-Fa-f]+)/([0-9A-Fa-f]+)$};
+	return hex($1) * 4294967296 + hex($2);
+}
+
+sub token_tli
+{
+	my ($token) = @_;
+	croak "not a token: " . ($token // 'undef')
+	  unless defined $token && $token =~ m{^(\d+):};
+	return $1 + 0;
+}
+
+sub token_lsn_num
+{
+	my ($token) = @_;
+	croak "not a token: " . ($token // 'undef')
+	  unless defined $token && $token =~ m{^\d+:(.*)$};
+	return lsn_num($1);
+}
+
+=pod
+
+=back
+
+=cut
+
+1;
