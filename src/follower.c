@@ -258,6 +258,14 @@ DistWatcherRunning(void)
 static DistWaitResult
 DistResultOf(DistTokenStatus state, bool began_in_recovery)
 {
+	/*
+	 * A wait that began on a standby and ends on a promoted server reports
+	 * the promotion, whatever the new timeline says of the token: the caller
+	 * needs to learn that this server is no longer a follower.
+	 */
+	if (state != DIST_REACHED && began_in_recovery && !RecoveryInProgress())
+		return DIST_WAIT_PROMOTED;
+
 	switch (state)
 	{
 		case DIST_REACHED:
