@@ -85,11 +85,13 @@ _PG_init(void)
 
 	DefineCustomStringVariable("distributed.session_key",
 							   "Key under which this session's commits are recorded in the leader's session map.",
-							   "Empty means commits are not recorded under any key.",
+							   "Empty means commits are not recorded under any key. "
+							   "Reported to the client, so it knows without asking "
+							   "whether the key is set in the current transaction.",
 							   &dist_session_key,
 							   "",
 							   PGC_USERSET,
-							   GUC_NOT_IN_SAMPLE,
+							   GUC_REPORT | GUC_NOT_IN_SAMPLE,
 							   DistSessionKeyCheck, NULL, NULL);
 
 	DefineCustomStringVariable("distributed.last_commit",

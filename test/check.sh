@@ -11,6 +11,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+status=0
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 RUN_AS=${RUN_AS:-postgres}
 
@@ -30,7 +31,6 @@ as_user() { runuser -u "$RUN_AS" -- env -C "$SCRATCH" "$@"; }
 
 passed=0
 failed=0
-status=0
 
 echo "== pg_regress (temporary instance, library preloaded)"
 if as_user make PG_CONFIG="$PG_CONFIG" installcheck TAP_TESTS= > "$SCRATCH/regress.log" 2>&1; then :; else status=1; fi
@@ -51,6 +51,19 @@ if [ "$status" -ne 0 ]; then
         [ -f "$l" ] || continue
         echo "---- $l (tail)"; tail -n 40 "$l"
     done
+fi
+passed=$((passed + p)); failed=$((failed + f))
+
+echo "== Django router (real leader and two followers)"
+if as_user /usr/bin/python3 python/tests/run_tests.py > "$SCRATCH/django.log" 2>&1; then :; else status=1; fi
+grep -E '\.\.\. |^Ran |^(OK|FAILED)|^django:' "$SCRATCH/django.log" || true
+[ "$status" -ne 0 ] && grep -A40 -E '^(ERROR|FAIL):' "$SCRATCH/django.log" | head -200
+summary=$(grep -E '^django: [0-9]+ passed, [0-9]+ failed' "$SCRATCH/django.log" | tail -1 || true)
+if [ -n "$summary" ]; then
+    p=$(echo "$summary" | sed -E 's/django: ([0-9]+) passed.*/\1/')
+    f=$(echo "$summary" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+else
+    p=0; f=1; tail -40 "$SCRATCH/django.log"
 fi
 passed=$((passed + p)); failed=$((failed + f))
 

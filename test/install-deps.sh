@@ -7,7 +7,8 @@ PACKAGES=(
     make gcc
     postgresql-15 postgresql-server-dev-15 libpq-dev
     libipc-run-perl
-    python3-psycopg2
+    python3-psycopg2 python3-psycopg
+    python3-django
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,0 +1,32 @@
+"""Read-your-writes routing for Django on PostgreSQL followers.
+
+    DATABASE_ROUTERS = ["readyourwrites.ReadYourWritesRouter"]
+    MIDDLEWARE = ["readyourwrites.ReadYourWritesMiddleware", ...SessionMiddleware...]
+    READYOURWRITES = {"LEADER": "default", "FOLLOWERS": ["replica"], "POLICY": "wait"}
+
+Needs the distributed extension, preloaded, on the leader and followers.
+"""
+from .context import acting_for, hash_key, use_leader
+from .middleware import ReadYourWritesMiddleware
+from .router import FollowerNotReady, ReadYourWritesRouter
+from .state import state as _state
+from .tokens import Token, parse_token
+
+__all__ = [
+    "ReadYourWritesRouter",
+    "ReadYourWritesMiddleware",
+    "FollowerNotReady",
+    "acting_for",
+    "use_leader",
+    "hash_key",
+    "routing_stats",
+    "Token",
+    "parse_token",
+]
+
+__version__ = "0.1.0"
+
+
+def routing_stats() -> dict:
+    """This process's routing counts and what it knows of each follower."""
+    return _state.snapshot()

@@ -1,0 +1,118 @@
+"""Settings, read in one place.
+
+    READYOURWRITES = {
+        "LEADER": "default",                 # alias that takes writes
+        "FOLLOWERS": ["replica1", "replica2"],
+        "POLICY": "wait",                    # "leader" | "wait" | "raise"
+        "WAIT_MS": 50,                       # for POLICY "wait"
+        "SESSION_KEY": "session",            # "session" | "user" | callable(request)
+        "TOKEN_STORE": "leader",             # "leader" | "cookie"
+    }
+
+FOLLOWERS falls back to REPLICA_DATABASES (django-multidb-router's name) and
+then to every alias in DATABASES other than LEADER.
+"""
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Tuple
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+__all__ = ["Config", "get_config", "reset_config"]
+
+POLICIES = ("leader", "wait", "raise")
+STORES = ("leader", "cookie")
+
+
+@dataclass(frozen=True)
+class Config:
+    leader: str
+    followers: Tuple[str, ...]
+    policy: str
+    wait_ms: int
+    session_key: Any  # "session", "user" or a callable(request) -> Optional[str]
+    token_store: str
+    cookie_name: str
+    cookie_max_age: int
+    cooldown_seconds: float
+    max_lag_seconds: Optional[float]
+    max_lag_bytes: Optional[int]
+
+    def key_function(self) -> Callable[[Any], Optional[str]]:
+        if callable(self.session_key):
+            return self.session_key
+        if self.session_key == "session":
+            return _session_key
+        if self.session_key == "user":
+            return _user_key
+        return import_string(self.session_key)
+
+
+def _session_key(request: Any) -> Optional[str]:
+    session = getattr(request, "session", None)
+    return getattr(session, "session_key", None) if session is not None else None
+
+
+def _user_key(request: Any) -> Optional[str]:
+    user = getattr(request, "user", None)
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return "user:%s" % user.pk
+
+
+_config: Optional[Config] = None
+
+
+def get_config() -> Config:
+    global _config
+    if _config is None:
+        _config = _load()
+    return _config
+
+
+def reset_config() -> None:
+    """Forget the cached settings (tests that override settings call this)."""
+    global _config
+    _config = None
+
+
+def _load() -> Config:
+    raw = dict(getattr(settings, "READYOURWRITES", {}))
+    leader = raw.pop("LEADER", "default")
+    followers = raw.pop("FOLLOWERS", None)
+    if followers is None:
+        followers = getattr(settings, "REPLICA_DATABASES", None)
+    if followers is None:
+        followers = [a for a in settings.DATABASES if a != leader]
+    followers = tuple(followers)
+    for alias in (leader,) + followers:
+        if alias not in settings.DATABASES:
+            raise ImproperlyConfigured("READYOURWRITES names database %r, which is not in DATABASES" % alias)
+    if leader in followers:
+        raise ImproperlyConfigured("READYOURWRITES: the leader %r cannot also be a follower" % leader)
+    policy = raw.pop("POLICY", "leader")
+    if policy not in POLICIES:
+        raise ImproperlyConfigured("READYOURWRITES['POLICY'] must be one of %s, not %r" % (", ".join(POLICIES), policy))
+    store = raw.pop("TOKEN_STORE", "leader")
+    if store not in STORES:
+        raise ImproperlyConfigured("READYOURWRITES['TOKEN_STORE'] must be one of %s, not %r" % (", ".join(STORES), store))
+    wait_ms = int(raw.pop("WAIT_MS", 50))
+    if wait_ms < 0:
+        raise ImproperlyConfigured("READYOURWRITES['WAIT_MS'] must not be negative")
+    config = Config(
+        leader=leader,
+        followers=followers,
+        policy=policy,
+        wait_ms=wait_ms,
+        session_key=raw.pop("SESSION_KEY", "session"),
+        token_store=store,
+        cookie_name=raw.pop("COOKIE_NAME", "readyourwrites"),
+        cookie_max_age=int(raw.pop("COOKIE_MAX_AGE", 3600)),
+        cooldown_seconds=float(raw.pop("COOLDOWN_SECONDS", 5.0)),
+        max_lag_seconds=raw.pop("MAX_LAG_SECONDS", None),
+        max_lag_bytes=raw.pop("MAX_LAG_BYTES", None),
+    )
+    if raw:
+        raise ImproperlyConfigured("unknown READYOURWRITES settings: %s" % ", ".join(sorted(raw)))
+    return config

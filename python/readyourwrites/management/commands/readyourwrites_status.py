@@ -1,0 +1,68 @@
+"""manage.py readyourwrites_status: each database's role, position, lag and
+the extension's counters, and this process's routing counts."""
+import json
+
+from django.core.management.base import BaseCommand
+from django.db import connections
+
+from readyourwrites.conf import get_config
+from readyourwrites.state import state
+
+STATS = ("role, capacity, entries, evictions, floor, commits_recorded, checks_safe, checks_unsafe, "
+         "waits_started, waits_reached, waits_timed_out, waits_promoted, waits_unreachable, "
+         "waits_cancelled, round(wait_time_ms::numeric, 1) AS wait_time_ms, waiting")
+
+
+class Command(BaseCommand):
+    help = "Show each database's role, replay position, lag and the distributed extension's counters."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    def handle(self, *args, **options):
+        config = get_config()
+        report = {"databases": {}, "process": state.snapshot()}
+        leader_pos = None
+        for alias in (config.leader,) + config.followers:
+            entry = {"configured_as": "leader" if alias == config.leader else "follower"}
+            try:
+                with connections[alias].cursor() as cur:
+                    cur.execute("SELECT distributed.replay_position(), pg_is_in_recovery(), "
+                                "CASE WHEN pg_is_in_recovery() THEN "
+                                "extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END")
+                    pos, in_recovery, lag_s = cur.fetchone()
+                    cur.execute("SELECT " + STATS + " FROM distributed.stats")
+                    cols = [c[0] for c in cur.description]
+                    entry["stats"] = dict(zip(cols, cur.fetchone()))
+                entry.update(position=pos, in_recovery=in_recovery,
+                             replay_lag_seconds=None if lag_s is None else float(lag_s))
+                if alias == config.leader:
+                    leader_pos = pos
+            except Exception as e:
+                entry["error"] = str(e).strip().splitlines()[0]
+            report["databases"][alias] = entry
+        if leader_pos:
+            for alias in config.followers:
+                entry = report["databases"][alias]
+                if entry.get("position"):
+                    try:
+                        with connections[config.leader].cursor() as cur:
+                            cur.execute("SELECT pg_wal_lsn_diff(distributed.token_lsn(%s), distributed.token_lsn(%s))",
+                                        [leader_pos, entry["position"]])
+                            entry["bytes_behind_leader"] = int(cur.fetchone()[0])
+                    except Exception:
+                        pass
+        if options["json"]:
+            self.stdout.write(json.dumps(report, default=str, indent=2))
+            return
+        for alias, e in report["databases"].items():
+            if "error" in e:
+                self.stdout.write("%-12s %-8s ERROR %s" % (alias, e["configured_as"], e["error"]))
+                continue
+            lag = e.get("replay_lag_seconds")
+            self.stdout.write("%-12s %-8s role=%s position=%s lag=%s behind=%s bytes" % (
+                alias, e["configured_as"], e["stats"]["role"], e["position"],
+                "-" if lag is None else "%.3fs" % lag, e.get("bytes_behind_leader", 0)))
+            self.stdout.write("             " + ", ".join(
+                "%s=%s" % (k, v) for k, v in e["stats"].items() if k != "role"))
+        self.stdout.write("this process: %s" % json.dumps(report["process"]["counts"], sort_keys=True))

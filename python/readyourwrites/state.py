@@ -1,0 +1,153 @@
+"""What this process knows about its databases, shared by all its threads.
+
+Replay positions only grow on a timeline, so one proof that a follower
+reached position P serves every later token up to P; the highest position
+seen per follower is kept, and replaced when the follower reports another
+timeline (a failover, or a rebuilt follower).
+"""
+import collections
+import logging
+import threading
+import time
+from typing import Deque, Dict, Iterable, List, Optional, Tuple
+
+from .tokens import Token
+
+logger = logging.getLogger("readyourwrites")
+
+__all__ = ["FollowerState", "ProcessState", "state"]
+
+
+class FollowerState:
+    __slots__ = ("alias", "position", "down_until", "failures", "last_error")
+
+    def __init__(self, alias: str):
+        self.alias = alias
+        self.position: Optional[Token] = None
+        self.down_until = 0.0
+        self.failures = 0
+        self.last_error = ""
+
+
+class ProcessState:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.followers: Dict[str, FollowerState] = {}
+        # (monotonic time, leader position) when this process first saw it
+        self._leader_seen: Deque[Tuple[float, Token]] = collections.deque(maxlen=256)
+        self.counts: Dict[str, int] = collections.Counter()
+        # token -> followers that answered "not yet" for it, newest tokens last
+        self._refused: "collections.OrderedDict[Token, frozenset]" = collections.OrderedDict()
+        self._all_down_logged = False
+
+    # -- follower positions ------------------------------------------------
+    def follower(self, alias: str) -> FollowerState:
+        f = self.followers.get(alias)
+        if f is None:
+            with self._lock:
+                f = self.followers.setdefault(alias, FollowerState(alias))
+        return f
+
+    def saw_follower_at(self, alias: str, token: Optional[Token]) -> None:
+        if token is None:
+            return
+        f = self.follower(alias)
+        with self._lock:
+            known = f.position
+            if known is None or token.timeline != known.timeline or token.lsn > known.lsn:
+                if known is not None and token.timeline < known.timeline:
+                    return  # a late report from before a timeline switch
+                f.position = token
+
+    def saw_leader_at(self, token: Optional[Token]) -> None:
+        if token is None:
+            return
+        with self._lock:
+            if not self._leader_seen or token > self._leader_seen[-1][1]:
+                self._leader_seen.append((time.monotonic(), token))
+
+    def lag(self, alias: str) -> Tuple[float, int]:
+        """(seconds, bytes) the follower is behind what this process has seen
+        the leader write; (0, 0) when it is not known to be behind."""
+        f = self.follower(alias)
+        with self._lock:
+            pos = f.position
+            seen = list(self._leader_seen)
+        if pos is None or not seen:
+            return 0.0, 0
+        newest = seen[-1][1]
+        behind_bytes = newest.lsn - pos.lsn if newest.timeline == pos.timeline else 0
+        for t, tok in seen:
+            if tok.timeline == pos.timeline and tok.lsn > pos.lsn:
+                return time.monotonic() - t, max(0, behind_bytes)
+        return 0.0, max(0, behind_bytes)
+
+    def refused(self, token: Token) -> frozenset:
+        return self._refused.get(token, frozenset())
+
+    def refuse(self, token: Token, alias: str) -> None:
+        with self._lock:
+            self._refused[token] = self._refused.get(token, frozenset()) | {alias}
+            self._refused.move_to_end(token)
+            while len(self._refused) > 1024:
+                self._refused.popitem(last=False)
+
+    # -- health ------------------------------------------------------------
+    def mark_down(self, alias: str, error: BaseException, cooldown: float) -> None:
+        f = self.follower(alias)
+        with self._lock:
+            f.down_until = time.monotonic() + cooldown
+            f.failures += 1
+            f.last_error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        logger.warning("follower %s failed (%s); skipping it for %.1f s", alias, f.last_error, cooldown)
+        self.count("follower_failures")
+
+    def is_up(self, alias: str) -> bool:
+        return self.follower(alias).down_until <= time.monotonic()
+
+    def note_usable(self, usable: Iterable[str]) -> None:
+        usable = list(usable)
+        with self._lock:
+            if not usable and not self._all_down_logged:
+                self._all_down_logged = True
+                log = True
+            elif usable and self._all_down_logged:
+                self._all_down_logged = False
+                log = False
+                logger.info("followers usable again: %s", ", ".join(usable))
+                return
+            else:
+                return
+        if log:
+            logger.warning("no follower is usable; reads go to the leader until one is")
+
+    # -- counters ----------------------------------------------------------
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += n
+
+    def snapshot(self) -> Dict[str, object]:
+        with self._lock:
+            return {
+                "counts": dict(self.counts),
+                "followers": {
+                    a: {
+                        "position": str(f.position) if f.position else None,
+                        "down": f.down_until > time.monotonic(),
+                        "failures": f.failures,
+                        "last_error": f.last_error,
+                    }
+                    for a, f in self.followers.items()
+                },
+            }
+
+    def reset(self) -> None:
+        with self._lock:
+            self.followers.clear()
+            self._leader_seen.clear()
+            self._refused.clear()
+            self.counts.clear()
+            self._all_down_logged = False
+
+
+state = ProcessState()

@@ -1,0 +1,60 @@
+"""Settings of the small site the router is tested and demonstrated on.
+
+The runner (run_tests.py, load.py) exports RYW_SOCKET and RYW_PORTS
+("leader,follower1,follower2") before Django starts.
+"""
+import os
+
+SECRET_KEY = "test-secret-key-not-for-production"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+USE_TZ = True
+ROOT_URLCONF = "testproject.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "readyourwrites",
+    "shop",
+]
+
+MIDDLEWARE = [
+    "readyourwrites.ReadYourWritesMiddleware",  # before SessionMiddleware
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+
+_socket = os.environ.get("RYW_SOCKET", "/tmp")
+_ports = os.environ.get("RYW_PORTS", "5460,5461,5462").split(",")
+
+
+def _db(port):
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "app",
+        "HOST": _socket,
+        "PORT": port,
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "CONN_MAX_AGE": 60,
+    }
+
+
+DATABASES = {"default": _db(_ports[0])}
+for _i, _port in enumerate(_ports[1:], start=1):
+    DATABASES["replica%d" % _i] = _db(_port)
+
+DATABASE_ROUTERS = ["readyourwrites.ReadYourWritesRouter"]
+READYOURWRITES = {
+    "LEADER": "default",
+    "FOLLOWERS": [a for a in DATABASES if a != "default"],
+    "POLICY": "leader",
+    "SESSION_KEY": "session",
+    "COOLDOWN_SECONDS": 2,
+}
+LOGGING = {
+    "version": 1,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"readyourwrites": {"handlers": ["console"], "level": os.environ.get("RYW_LOG", "ERROR")}},
+}

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from shop import views
+
+urlpatterns = [
+    path("items/<int:pk>/", views.item),
+    path("async/items/<int:pk>/", views.item_async),
+    path("login/", views.login_view),
+    path("whoami/", views.whoami),
+    path("touch-session/", views.touch_session),
+]
