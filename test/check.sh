@@ -67,6 +67,14 @@ else
 fi
 passed=$((passed + p)); failed=$((failed + f))
 
+echo "== Django site under load (zero stale reads with the router)"
+if as_user /usr/bin/python3 python/tests/load.py > "$SCRATCH/load.log" 2>&1; then
+    passed=$((passed + 1))
+else
+    status=1; failed=$((failed + 1))
+fi
+cat "$SCRATCH/load.log"
+
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
     failed=1   # a suite failed without a countable test line (build, setup)
 fi

@@ -46,7 +46,10 @@ as_user "$BIN/pg_basebackup" -h "$DIR" -p 5440 -U postgres -D "$DIR/follower" -R
 sed -i 's/^port = 5440/port = 5441/' "$DIR/follower/postgresql.conf"
 as_user "$BIN/pg_ctl" -D "$DIR/follower" -l "$DIR/follower.log" -w start >/dev/null
 
-as_user /usr/bin/python3 "$SCRIPT" "$DIR" 5440 5441
+# the unprivileged user may not be able to read the clone (say, under /root)
+cp "$SCRIPT" "$DIR/client.py"
+chown "$RUN_AS": "$DIR/client.py"
+as_user /usr/bin/python3 "$DIR/client.py" "$DIR" 5440 5441
 
 if [ -n "${KEEP:-}" ]; then
     echo

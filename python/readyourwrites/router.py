@@ -159,12 +159,9 @@ class ReadYourWritesRouter:
         for alias in config.followers:
             if not state.is_up(alias):
                 continue
-            if config.max_lag_seconds is not None or config.max_lag_bytes is not None:
-                seconds, nbytes = state.lag(alias)
-                if config.max_lag_seconds is not None and seconds > config.max_lag_seconds:
-                    continue
-                if config.max_lag_bytes is not None and nbytes > config.max_lag_bytes:
-                    continue
+            lagging = state.lagging(alias, config.max_lag_seconds, config.max_lag_bytes)
+            if lagging and state.report_age(alias) < config.cooldown_seconds:
+                continue  # over a lag limit; look again after the cool-down
             conn = connections[alias]
             raw = raw_connection(conn)
             if raw is not None and getattr(raw, "closed", False):
@@ -175,6 +172,19 @@ class ReadYourWritesRouter:
                 state.mark_down(alias, e, config.cooldown_seconds)
                 continue
             _watch(alias)
+            if lagging:
+                # its last report is old: ask where it is now (one query per
+                # cool-down per lagging follower)
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT distributed.replay_position()")
+                        state.saw_follower_at(alias, parse_token(cur.fetchone()[0]))
+                except DatabaseError as e:
+                    state.mark_down(alias, e, config.cooldown_seconds)
+                    continue
+                state.count("lag_probes")
+                if state.lagging(alias, config.max_lag_seconds, config.max_lag_bytes):
+                    continue
             usable.append(alias)
         return usable
 

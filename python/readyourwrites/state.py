@@ -19,11 +19,15 @@ __all__ = ["FollowerState", "ProcessState", "state"]
 
 
 class FollowerState:
-    __slots__ = ("alias", "position", "down_until", "failures", "last_error")
+    __slots__ = ("alias", "position", "observed_at", "lag_seconds", "lag_bytes",
+                 "down_until", "failures", "last_error")
 
     def __init__(self, alias: str):
         self.alias = alias
         self.position: Optional[Token] = None
+        self.observed_at = 0.0  # monotonic time of the last report of its position
+        self.lag_seconds = 0.0  # behind the leader, as of that report
+        self.lag_bytes = 0
         self.down_until = 0.0
         self.failures = 0
         self.last_error = ""
@@ -49,15 +53,31 @@ class ProcessState:
         return f
 
     def saw_follower_at(self, alias: str, token: Optional[Token]) -> None:
+        """Record a report of the follower's position (a reply's
+        ParameterStatus, or a check that it reached a token)."""
         if token is None:
             return
         f = self.follower(alias)
+        now = time.monotonic()
         with self._lock:
             known = f.position
+            if known is not None and token.timeline < known.timeline:
+                return  # a late report from before a timeline switch
             if known is None or token.timeline != known.timeline or token.lsn > known.lsn:
-                if known is not None and token.timeline < known.timeline:
-                    return  # a late report from before a timeline switch
                 f.position = token
+            pos = f.position
+            # how far behind the leader it is, judged only against leader
+            # positions this process had seen when the report arrived
+            f.observed_at = now
+            f.lag_seconds, f.lag_bytes = 0.0, 0
+            for t, tok in self._leader_seen:
+                if tok.timeline == pos.timeline and tok.lsn > pos.lsn:
+                    f.lag_seconds = now - t
+                    break
+            if self._leader_seen:
+                newest = self._leader_seen[-1][1]
+                if newest.timeline == pos.timeline:
+                    f.lag_bytes = max(0, newest.lsn - pos.lsn)
 
     def saw_leader_at(self, token: Optional[Token]) -> None:
         if token is None:
@@ -66,21 +86,15 @@ class ProcessState:
             if not self._leader_seen or token > self._leader_seen[-1][1]:
                 self._leader_seen.append((time.monotonic(), token))
 
-    def lag(self, alias: str) -> Tuple[float, int]:
-        """(seconds, bytes) the follower is behind what this process has seen
-        the leader write; (0, 0) when it is not known to be behind."""
+    def lagging(self, alias: str, max_seconds: Optional[float], max_bytes: Optional[int]) -> bool:
+        """Over a lag limit as of its last report."""
         f = self.follower(alias)
         with self._lock:
-            pos = f.position
-            seen = list(self._leader_seen)
-        if pos is None or not seen:
-            return 0.0, 0
-        newest = seen[-1][1]
-        behind_bytes = newest.lsn - pos.lsn if newest.timeline == pos.timeline else 0
-        for t, tok in seen:
-            if tok.timeline == pos.timeline and tok.lsn > pos.lsn:
-                return time.monotonic() - t, max(0, behind_bytes)
-        return 0.0, max(0, behind_bytes)
+            return ((max_seconds is not None and f.lag_seconds > max_seconds)
+                    or (max_bytes is not None and f.lag_bytes > max_bytes))
+
+    def report_age(self, alias: str) -> float:
+        return time.monotonic() - self.follower(alias).observed_at
 
     def refused(self, token: Token) -> frozenset:
         return self._refused.get(token, frozenset())
@@ -133,6 +147,8 @@ class ProcessState:
                 "followers": {
                     a: {
                         "position": str(f.position) if f.position else None,
+                        "lag_seconds": round(f.lag_seconds, 3),
+                        "lag_bytes": f.lag_bytes,
                         "down": f.down_until > time.monotonic(),
                         "failures": f.failures,
                         "last_error": f.last_error,

@@ -38,7 +38,9 @@ def main() -> int:
         import test_router
 
         test_router.CLUSTER = cluster
-        suite = unittest.defaultTestLoader.loadTestsFromModule(test_router)
+        only = os.environ.get("ONLY")  # e.g. ONLY=Policies.test_raise
+        loader = unittest.defaultTestLoader
+        suite = loader.loadTestsFromName(only, test_router) if only else loader.loadTestsFromModule(test_router)
         result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
         failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
         skipped = len(result.skipped)

@@ -306,6 +306,40 @@ class Failures(RouterTestCase):
         self.assertIn("replica2", served)
 
 
+class Health(RouterTestCase):
+    def test_lagging_follower_is_not_chosen(self):
+        with settings_with(MAX_LAG_BYTES=1):
+            reset_config()
+            reader = Client()
+            self.assertEqual({self.read(reader)["db"] for _ in range(4)}, {"replica1", "replica2"})
+            self.follower("replica1").pause()
+            writer = Client()
+            self.write(writer, 1)
+            self.read(writer)  # the writer's request shows this process the leader's position
+            CLUSTER.caught_up(self.follower("replica2"))
+            served = [self.read(reader)["db"] for _ in range(6)]
+            # replica1 is asked at most once more (its reply shows it behind)
+            self.assertLessEqual(served.count("replica1"), 1)
+            self.assertEqual(served[-4:], ["replica2"] * 4)
+
+    def test_no_usable_follower_is_logged_once(self):
+        with settings_with(MAX_LAG_BYTES=1):
+            reset_config()
+            reader = Client()
+            for _ in range(4):
+                self.read(reader)
+            for f in CLUSTER.followers:
+                f.pause()
+            writer = Client()
+            with self.assertLogs("readyourwrites", "WARNING") as logs:
+                self.write(writer, 1)
+                self.read(writer)  # shows this process the leader's new position
+                # each follower answers at most once more, showing it is behind
+                served = [self.read(reader)["db"] for _ in range(7)]
+            self.assertEqual(served[-5:], ["default"] * 5)
+            self.assertEqual(sum("no follower is usable" in m for m in logs.output), 1, logs.output)
+
+
 class Costs(RouterTestCase):
     def test_no_extra_query_when_a_follower_is_known_caught_up(self):
         with acting_for("cost-user"):

@@ -14,6 +14,12 @@ def _read(pk):
     return {"value": item.value, "db": item._state.db}
 
 
+def item_naive(request, pk, alias):
+    """A read sent to a follower without asking the router: the control."""
+    item = Item.objects.using(alias).get(pk=pk)
+    return JsonResponse({"value": item.value, "db": alias})
+
+
 @csrf_exempt
 def item(request, pk):
     if request.method == "POST":
