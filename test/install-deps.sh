@@ -8,7 +8,7 @@ PACKAGES=(
     postgresql-15 postgresql-server-dev-15 libpq-dev
     libipc-run-perl
     python3-psycopg2 python3-psycopg
-    python3-django
+    python3-django python3-celery
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -275,6 +275,36 @@ class Contexts(RouterTestCase):
             self.assertNotEqual(db, "replica1")
 
 
+class CeleryTask(RouterTestCase):
+    def test_celery_task_carries_the_users_key(self):
+        """A real Celery worker (in-memory broker, worker thread) runs a task
+        for a user; the task reads that user's fresh write."""
+        from celery import Celery
+        from celery.contrib.testing.worker import start_worker
+
+        app = Celery("ryw", broker="memory://", backend="cache+memory://")
+        app.conf.update(task_always_eager=False, worker_hijack_root_logger=False)
+
+        @app.task(name="ryw.read_item")
+        def read_item(raw_key, pk):
+            with acting_for(raw_key):
+                obj = Item.objects.get(pk=pk)
+                result = (obj.value, obj._state.db)
+            connections.close_all()
+            return result
+
+        client = Client()
+        self.write(client, 1)
+        self.follower("replica1").pause()
+        self.write(client, 12)
+        raw_key = client.cookies["sessionid"].value
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            results = [read_item.delay(raw_key, self.pk).get(timeout=30) for _ in range(4)]
+        for value, db in results:
+            self.assertEqual(value, 12)
+            self.assertNotEqual(db, "replica1")
+
+
 class Failures(RouterTestCase):
     def test_follower_stopped_mid_run(self):
         reader = Client()

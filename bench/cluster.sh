@@ -1,0 +1,75 @@
+# Sourced by bench/run.sh and bench/smoke.sh: a local leader and streaming
+# followers with the distributed library preloaded, run as an unprivileged
+# user (initdb refuses root) in a scratch directory, on Unix sockets only.
+#
+#   cluster_start NFOLLOWERS      sets CLUSTER_DIR, LEADER, FOLLOWERS (array)
+#   cluster_stop                  stops what cluster_start started, removes the directory
+#
+# LEADER and FOLLOWERS[i] are libpq connection strings.
+
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+RUN_AS=${RUN_AS:-postgres}
+PGBIN=$("$PG_CONFIG" --bindir)
+BASE_PORT=${BASE_PORT:-5450}
+CLUSTER_DIR=
+LEADER=
+FOLLOWERS=()
+CLUSTER_NODES=()
+
+as_pg() { runuser -u "$RUN_AS" -- "$@"; }
+
+conninfo() { echo "host=$CLUSTER_DIR port=$1 user=postgres dbname=postgres"; }
+
+cluster_start() {
+    local nfollowers=$1 i port
+    CLUSTER_DIR=$(mktemp -d /tmp/distbench.XXXXXX)
+    chown "$RUN_AS": "$CLUSTER_DIR"
+    as_pg "$PGBIN/initdb" -D "$CLUSTER_DIR/leader" -A trust -U postgres >/dev/null
+    cat >> "$CLUSTER_DIR/leader/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$CLUSTER_DIR'
+port = $BASE_PORT
+shared_preload_libraries = 'distributed'
+wal_level = replica
+max_connections = 600
+max_wal_senders = 10
+shared_buffers = 128MB
+max_wal_size = 2GB
+CONF
+    as_pg "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/leader" -l "$CLUSTER_DIR/leader.log" -w start >/dev/null
+    CLUSTER_NODES=(leader)
+    LEADER=$(conninfo "$BASE_PORT")
+    FOLLOWERS=()
+    for i in $(seq 1 "$nfollowers"); do
+        port=$((BASE_PORT + i))
+        as_pg "$PGBIN/pg_basebackup" -h "$CLUSTER_DIR" -p "$BASE_PORT" -U postgres \
+            -D "$CLUSTER_DIR/follower$i" -R
+        sed -i "s/^port = $BASE_PORT\$/port = $port/" "$CLUSTER_DIR/follower$i/postgresql.conf"
+        as_pg "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/follower$i" -l "$CLUSTER_DIR/follower$i.log" -w start >/dev/null
+        CLUSTER_NODES+=("follower$i")
+        FOLLOWERS+=("$(conninfo "$port")")
+    done
+}
+
+# Restart the leader, optionally overriding settings: cluster_restart_leader "-c x=y".
+cluster_restart_leader() {
+    as_pg "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/leader" -m fast -w -o "${1:-}" \
+        -l "$CLUSTER_DIR/leader.log" restart >/dev/null
+}
+
+cluster_stop_node() {
+    as_pg "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/$1" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+cluster_stop() {
+    local i
+    [ -n "$CLUSTER_DIR" ] || return 0
+    for ((i = ${#CLUSTER_NODES[@]} - 1; i >= 0; i--)); do
+        cluster_stop_node "${CLUSTER_NODES[$i]}"
+    done
+    if [ -n "${KEEP_LOGS:-}" ]; then
+        mkdir -p "$KEEP_LOGS" && cp "$CLUSTER_DIR"/*.log "$KEEP_LOGS"/ 2>/dev/null || true
+    fi
+    rm -rf "$CLUSTER_DIR"
+    CLUSTER_DIR=
+}

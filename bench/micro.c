@@ -1,0 +1,330 @@
+/*-------------------------------------------------------------------------
+ *
+ * micro.c
+ *		Wake-up latency of replay waiters, and the CPU cost of idle ones,
+ *		on a real follower (the method of test/measure_waits.py, in C).
+ *
+ * Latency: replay is paused on the follower, the leader commits, n
+ * sessions call SELECT distributed.wait(token, ...) on the follower and,
+ * once all n show in distributed.waiters, replay is resumed.  A sample is
+ * the waiter's clock_timestamp() right after its wait returned minus the
+ * clock_timestamp() taken right after pg_wal_replay_resume() returned, in
+ * the same statement (one server clock).  It includes replaying the one
+ * pending commit; a waiter woken before the resuming statement read the
+ * clock counts as 0.
+ *
+ * Idle cost: with replay paused, the CPU time (user + system, from /proc)
+ * of every process of the follower over a period, nobody waiting and then
+ * n waiters asleep, as a share of one core; the replay watcher's own share
+ * separately.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "distbench.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct Micro
+{
+	MicroConfig *cfg;
+	PGconn	   *leader;
+	PGconn	   *ctl;			/* the follower, for control */
+	PGconn	  **w;				/* waiter connections to the follower */
+} Micro;
+
+static void
+pause_replay(Micro *m)
+{
+	db_exec(m->ctl, "SELECT pg_wal_replay_pause()");
+	for (;;)
+	{
+		char	   *state = db_value(m->ctl, "SELECT pg_get_wal_replay_pause_state()");
+		bool		paused = strcmp(state, "paused") == 0;
+
+		free(state);
+		if (paused)
+			return;
+		sleep_ms(2);
+	}
+}
+
+/*
+ * Resume replay; seconds since the epoch read right after, in the same
+ * statement (a target list is evaluated left to right).
+ */
+static double
+resume_replay(Micro *m)
+{
+	PGresult   *res = PQexec(m->ctl,
+							 "SELECT pg_wal_replay_resume(), "
+							 "extract(epoch FROM clock_timestamp())");
+	double		v;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		die("resume: %s", PQerrorMessage(m->ctl));
+	v = strtod(PQgetvalue(res, 0, 1), NULL);
+	PQclear(res);
+	return v;
+}
+
+static void
+wait_for_waiters(Micro *m, int n)
+{
+	for (;;)
+	{
+		char	   *c = db_value(m->ctl, "SELECT count(*) FROM distributed.waiters");
+		int			have = atoi(c);
+
+		free(c);
+		if (have >= n)
+			return;
+		sleep_ms(2);
+	}
+}
+
+/* Commit on the leader; its token. */
+static void
+leader_commit(Micro *m, char *tok, size_t len)
+{
+	db_exec(m->leader, "INSERT INTO distbench_wake VALUES (1)");
+	snprintf(tok, len, "%s", PQparameterStatus(m->leader, "distributed.last_commit"));
+	if (tok[0] == '\0')
+		die("the leader reported no distributed.last_commit");
+}
+
+static void
+start_waiters(Micro *m, int n, const char *tok, int timeout_ms)
+{
+	char		ms[16];
+	const char *params[2] = {tok, ms};
+
+	snprintf(ms, sizeof(ms), "%d", timeout_ms);
+	for (int i = 0; i < n; i++)
+		if (!PQsendQueryPrepared(m->w[i], "wt", 2, params, NULL, NULL, 0))
+			die("send wait: %s", PQerrorMessage(m->w[i]));
+}
+
+/* Collect the waiters' answers; add (their clock - since) to out. */
+static void
+finish_waiters(Micro *m, int n, double since, Samples *out)
+{
+	for (int i = 0; i < n; i++)
+	{
+		PGresult   *res;
+
+		while ((res = PQgetResult(m->w[i])) != NULL)
+		{
+			if (PQresultStatus(res) != PGRES_TUPLES_OK)
+				die("wait: %s", PQresultErrorMessage(res));
+			if (strcmp(PQgetvalue(res, 0, 0), "reached") != 0)
+				die("wait returned %s", PQgetvalue(res, 0, 0));
+			if (out)
+				samples_add(out, fmax(0, (strtod(PQgetvalue(res, 0, 1), NULL) - since) * 1000));
+			PQclear(res);
+		}
+	}
+}
+
+static void
+latency_round(Micro *m, int n, Samples *out)
+{
+	char		tok[64];
+	double		resumed;
+
+	pause_replay(m);
+	leader_commit(m, tok, sizeof(tok));
+	start_waiters(m, n, tok, 60000);
+	wait_for_waiters(m, n);
+	sleep_ms(50);
+	resumed = resume_replay(m);
+	finish_waiters(m, n, resumed, out);
+}
+
+/* CPU seconds (user + system) of pid, or of the postmaster pid and its children. */
+static double
+cpu_seconds(long pid, bool children)
+{
+	DIR		   *d = opendir("/proc");
+	struct dirent *e;
+	double		ticks = 0;
+	long		hz = sysconf(_SC_CLK_TCK);
+
+	if (d == NULL)
+		die("cannot read /proc");
+	while ((e = readdir(d)) != NULL)
+	{
+		char		path[64],
+					buf[1024],
+				   *p;
+		FILE	   *f;
+		long		me = atol(e->d_name),
+					ppid;
+		unsigned long utime,
+					stime;
+		size_t		len;
+
+		if (me <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", me);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[len] = '\0';
+		if ((p = strrchr(buf, ')')) == NULL)
+			continue;
+		/* after "(comm)": state ppid pgrp session tty tpgid flags minflt
+		 * cminflt majflt cmajflt utime stime */
+		if (sscanf(p + 2, "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+				   &ppid, &utime, &stime) != 3)
+			continue;
+		if (me == pid || (children && ppid == pid))
+			ticks += utime + stime;
+	}
+	closedir(d);
+	return ticks / hz;
+}
+
+/* Share of one core used by the follower (and its watcher) over cpu_s. */
+static void
+cpu_share(Micro *m, long postmaster, long watcher, double *all, double *watch)
+{
+	double		c0 = cpu_seconds(postmaster, true),
+				w0 = cpu_seconds(watcher, false),
+				t0 = now_ms();
+
+	sleep_ms(m->cfg->cpu_s * 1000);
+	*all = (cpu_seconds(postmaster, true) - c0) / ((now_ms() - t0) / 1000) * 100;
+	*watch = (cpu_seconds(watcher, false) - w0) / ((now_ms() - t0) / 1000) * 100;
+}
+
+static long
+follower_postmaster(Micro *m)
+{
+	char	   *dir = db_value(m->ctl, "SHOW data_directory");
+	char		path[1024];
+	FILE	   *f;
+	long		pid = 0;
+
+	snprintf(path, sizeof(path), "%s/postmaster.pid", dir);
+	if ((f = fopen(path, "r")) == NULL || fscanf(f, "%ld", &pid) != 1)
+		die("cannot read %s (run distbench as root or as the server's user)", path);
+	fclose(f);
+	free(dir);
+	return pid;
+}
+
+int
+micro_main(MicroConfig *cfg)
+{
+	Micro		m = {cfg, NULL, NULL, NULL};
+	Samples		one = {0},
+				many = {0};
+	char		tok[64],
+				sql[256],
+			   *v;
+	long		postmaster,
+				watcher;
+	double		idle_all,
+				idle_watch,
+				busy_all,
+				busy_watch;
+	FILE	   *f;
+
+	m.leader = db_connect(cfg->leader, "the leader");
+	m.ctl = db_connect(cfg->follower, "the follower");
+	db_exec(m.leader, "SET client_min_messages = warning");
+	db_exec(m.leader, "CREATE EXTENSION IF NOT EXISTS distributed");
+	db_exec(m.leader, "CREATE TABLE IF NOT EXISTS distbench_wake (x int)");
+	v = db_value(m.leader, "SELECT pg_current_wal_flush_lsn()");
+	snprintf(sql, sizeof(sql), "SELECT pg_last_wal_replay_lsn() >= '%s'::pg_lsn", v);
+	free(v);
+	for (double give_up = now_ms() + 60000;;)
+	{
+		bool		done;
+
+		v = db_value(m.ctl, sql);
+		done = v != NULL && v[0] == 't';
+		free(v);
+		if (done)
+			break;
+		if (now_ms() > give_up)
+			die("the follower did not catch up within 60 s");
+		sleep_ms(1);
+	}
+
+	m.w = calloc(cfg->waiters, sizeof(PGconn *));
+	for (int i = 0; i < cfg->waiters; i++)
+	{
+		m.w[i] = db_connect(cfg->follower, "the follower");
+		db_prepare(m.w[i], "wt",
+				   "SELECT distributed.wait($1::text, $2::int4), "
+				   "extract(epoch FROM clock_timestamp())");
+	}
+
+	note("wake-up latency: %d rounds of 1 waiter", cfg->rounds_one);
+	for (int i = 0; i < cfg->rounds_one; i++)
+		latency_round(&m, 1, &one);
+	note("wake-up latency: %d rounds of %d waiters", cfg->rounds_many, cfg->waiters);
+	for (int i = 0; i < cfg->rounds_many; i++)
+		latency_round(&m, cfg->waiters, &many);
+
+	note("CPU of %d idle waiters: 2 x %.0f s", cfg->waiters, cfg->cpu_s);
+	postmaster = follower_postmaster(&m);
+	v = db_value(m.ctl, "SELECT watcher_pid FROM distributed.stats");
+	watcher = v ? atol(v) : -1;
+	free(v);
+	pause_replay(&m);
+	cpu_share(&m, postmaster, watcher, &idle_all, &idle_watch);
+	leader_commit(&m, tok, sizeof(tok));
+	start_waiters(&m, cfg->waiters, tok, (int) (cfg->cpu_s * 1000) + 60000);
+	wait_for_waiters(&m, cfg->waiters);
+	cpu_share(&m, postmaster, watcher, &busy_all, &busy_watch);
+	(void) resume_replay(&m);
+	finish_waiters(&m, cfg->waiters, 0, NULL);
+
+	note("  1 waiter: p50 %.3f ms p99 %.3f ms; %d waiters: p50 %.3f ms p99 %.3f ms; "
+		 "CPU idle %.2f %%, %d waiting %.2f %%",
+		 samples_pct(&one, 50), samples_pct(&one, 99), cfg->waiters,
+		 samples_pct(&many, 50), samples_pct(&many, 99), idle_all,
+		 cfg->waiters, busy_all);
+
+	if (cfg->markdown)
+	{
+		f = strcmp(cfg->markdown, "-") == 0 ? stdout : fopen(cfg->markdown, "a");
+		if (f == NULL)
+			die("cannot open %s", cfg->markdown);
+		fprintf(f, "| measurement | result |\n|---|---|\n");
+		fprintf(f, "| wake-up latency, 1 waiter (%zu samples) | p50 %.3f ms, p99 %.3f ms, max %.3f ms |\n",
+				one.n, samples_pct(&one, 50), samples_pct(&one, 99), samples_pct(&one, 100));
+		fprintf(f, "| wake-up latency, %d waiters at once (%zu samples) | p50 %.3f ms, p99 %.3f ms, max %.3f ms |\n",
+				cfg->waiters, many.n, samples_pct(&many, 50), samples_pct(&many, 99),
+				samples_pct(&many, 100));
+		fprintf(f, "| follower CPU over %.0f s, replay paused, nobody waiting | %.2f %% of one core (replay watcher %.2f %%) |\n",
+				cfg->cpu_s, idle_all, idle_watch);
+		fprintf(f, "| follower CPU over %.0f s, replay paused, %d waiters asleep | %.2f %% of one core (replay watcher %.2f %%) |\n\n",
+				cfg->cpu_s, cfg->waiters, busy_all, busy_watch);
+		if (f != stdout)
+			fclose(f);
+	}
+	if (cfg->tsv)
+	{
+		if ((f = fopen(cfg->tsv, "a")) == NULL)
+			die("cannot open %s", cfg->tsv);
+		fprintf(f, "wake\t%.4f\t%.4f\t%.4f\t%.4f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\n",
+				samples_pct(&one, 50), samples_pct(&one, 99),
+				samples_pct(&many, 50), samples_pct(&many, 99),
+				idle_all, busy_all, idle_watch, busy_watch, cfg->waiters);
+		fclose(f);
+	}
+
+	for (int i = 0; i < cfg->waiters; i++)
+		PQfinish(m.w[i]);
+	PQfinish(m.ctl);
+	PQfinish(m.leader);
+	return 0;
+}
