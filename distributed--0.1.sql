@@ -104,7 +104,7 @@ AS 'MODULE_PATHNAME', 'distributed_wait_for'
 LANGUAGE C;
 
 COMMENT ON PROCEDURE wait_for(pg_catalog.text, pg_catalog.int4) IS
-'Wait like wait() holding no snapshot; returns when reached, raises 57014 (timeout), 55000 (not a standby, or promoted) or 55D01 (unreachable)';
+'Wait like wait() holding no snapshot; returns when reached, raises 57014 (timeout), 55000 (not a standby, or promoted) or 55U01 (unreachable)';
 
 CREATE PROCEDURE wait_for(token pg_catalog.pg_lsn, timeout_ms pg_catalog.int4 DEFAULT 1000)
 AS 'MODULE_PATHNAME', 'distributed_wait_for_lsn'
@@ -208,3 +208,9 @@ GRANT SELECT ON waiters TO pg_monitor;
 GRANT SELECT ON stats TO PUBLIC;
 
 REVOKE ALL ON FUNCTION reset_stats() FROM PUBLIC;
+
+-- record() and forget() move positions for any key: forget() raises the
+-- floor for everyone, record() pins a key to the leader until followers
+-- catch up.  Grant them to the application's role when it needs them.
+REVOKE ALL ON FUNCTION record(pg_catalog.text, pg_catalog.text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION forget(pg_catalog.text) FROM PUBLIC;

@@ -63,7 +63,6 @@ ROLLBACK;
 -- messages read as documented
 SELECT distributed.is_replayed('nonsense');
 SELECT distributed.session_token(repeat('k', 129));
-SELECT distributed.record('k', 'FFFFFFFF/0');
 SELECT distributed.wait('0/1', -1);
 BEGIN;
 CALL distributed.wait_for('0/1', 0);

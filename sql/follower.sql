@@ -27,8 +27,16 @@ ROLLBACK;
 SET default_transaction_isolation = 'repeatable read';
 CALL distributed.wait_for(:'t', 10);
 RESET default_transaction_isolation;
--- a DO block at top level is not atomic: the procedure may run there
-DO $$ BEGIN CALL distributed.wait_for('0/1', 10); END $$;
+-- a DO block at top level is not atomic: the procedure may run there,
+-- and the block can go on to commit
+DO $$ BEGIN CALL distributed.wait_for('0/1', 10); COMMIT; END $$;
+DO $$ BEGIN CALL distributed.wait_for('0/1', 10); ROLLBACK; PERFORM count(*) FROM items; END $$;
+-- but not under a query that keeps its own snapshot
+DO $$ DECLARE r record; BEGIN
+    FOR r IN SELECT id FROM items LIMIT 1 LOOP
+        CALL distributed.wait_for('0/1', 10);
+    END LOOP;
+END $$;
 -- but not from a function, which is always atomic
 CREATE FUNCTION call_wait() RETURNS void LANGUAGE plpgsql
     AS $$ BEGIN CALL distributed.wait_for('0/1', 10); END $$;

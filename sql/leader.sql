@@ -73,6 +73,18 @@ SELECT distributed.token_lsn(distributed.session_token('bob'))
        >= distributed.token_lsn(:'bob_before') AS evicted_not_under,
        distributed.session_token('bob') = (SELECT floor FROM distributed.stats) AS bob_is_floor;
 
+-- two-phase commit: COMMIT PREPARED is recorded under the key in force
+-- when it runs
+BEGIN;
+UPDATE items SET v = 'prepared' WHERE id = 1;
+PREPARE TRANSACTION 'dist_2pc';
+SET distributed.session_key = 'henry';
+COMMIT PREPARED 'dist_2pc';
+RESET distributed.session_key;
+SELECT distributed.last_commit() AS t2pc \gset
+SELECT distributed.token_lsn(:'t2pc') > distributed.token_lsn(:'t2') AS prepared_advanced,
+       distributed.session_token('henry') = :'t2pc' AS henry_recorded;
+
 -- on the leader every token it issued is replayed
 SELECT distributed.is_replayed(:'t1') AS t1_safe,
        distributed.is_replayed(distributed.token_lsn(:'t2')) AS t2_safe_lsn,

@@ -30,8 +30,11 @@ SELECT role FROM distributed.stats;
 SELECT * FROM distributed.sessions;
 SELECT * FROM distributed.waiters;
 SELECT distributed.reset_stats();
--- an application role can record its own writes and look keys up
+-- an application role can record its own writes and look keys up ...
 SELECT distributed.session_token('alice') IS NOT NULL AS can_look_up;
+-- ... but not move other keys' positions unless granted
+SELECT distributed.forget('alice');
+SELECT distributed.record('alice', '0/1');
 RESET ROLE;
 SET ROLE dist_watch;
 SELECT count(*) > 0 AS monitor_sees_keys FROM distributed.sessions;

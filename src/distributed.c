@@ -142,6 +142,7 @@ _PG_init(void)
 
 	DistRegisterWatcher();
 	RegisterXactCallback(DistXactCallback, NULL);
+	DistInstallUtilityHook();
 }
 
 /*

@@ -34,10 +34,10 @@
 
 /*
  * SQLSTATE for a token that this server's timeline history can never hold.
- * Class 55 (object not in prerequisite state); subclass letters starting
- * with D are this project's own.
+ * Class 55 (object not in prerequisite state); a subclass starting with a
+ * letter from I to Z is implementation-defined (PostgreSQL uses P), U here.
  */
-#define ERRCODE_DIST_UNREACHABLE	MAKE_SQLSTATE('5','5','D','0','1')
+#define ERRCODE_DIST_UNREACHABLE	MAKE_SQLSTATE('5','5','U','0','1')
 
 /* Longest token text: "4294967295:FFFFFFFF/FFFFFFFF". */
 #define DIST_TOKEN_BUFLEN		32
@@ -146,7 +146,7 @@ extern void DistEnsureFloor(void);
 
 /* token.c */
 extern bool DistParseToken(const char *text, DistToken *token);
-extern DistToken DistTokenFromText(text *t, const char *what);
+extern DistToken DistTokenFromText(text *t);
 extern void DistFormatToken(char *buf, TimeLineID tli, XLogRecPtr lsn);
 extern text *DistTokenToText(TimeLineID tli, XLogRecPtr lsn);
 extern DistTokenStatus DistTokenState(DistToken token);
@@ -154,6 +154,7 @@ extern void DistCheckKey(const char *key, int len);
 
 /* leader.c */
 extern void DistXactCallback(XactEvent event, void *arg);
+extern void DistInstallUtilityHook(void);
 
 /* follower.c */
 extern void DistRegisterWatcher(void);

@@ -44,10 +44,12 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "tcop/pquery.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/pg_lsn.h"
+#include "utils/portal.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -94,7 +96,7 @@ DistTokenArg(FunctionCallInfo fcinfo, int argno, bool is_lsn)
 		token.lsn = PG_GETARG_LSN(argno);
 	}
 	else
-		token = DistTokenFromText(PG_GETARG_TEXT_PP(argno), "token");
+		token = DistTokenFromText(PG_GETARG_TEXT_PP(argno));
 	return token;
 }
 
@@ -256,15 +258,22 @@ DistWatcherRunning(void)
  */
 
 static DistWaitResult
-DistResultOf(DistTokenStatus state, bool began_in_recovery)
+DistResultOf(DistTokenStatus state, DistToken token, bool began_in_recovery)
 {
 	/*
 	 * A wait that began on a standby and ends on a promoted server reports
-	 * the promotion, whatever the new timeline says of the token: the caller
-	 * needs to learn that this server is no longer a follower.
+	 * the promotion, unless the token lies on a timeline this server left
+	 * before (then its history proves the write is here).  A token on the
+	 * promoted server's new timeline number may come from another server
+	 * promoted to the same number: that is not proof.
 	 */
-	if (state != DIST_REACHED && began_in_recovery && !RecoveryInProgress())
+	if (began_in_recovery && !RecoveryInProgress())
+	{
+		if (state == DIST_REACHED && token.tli != 0 &&
+			token.tli < DistInsertTimeLine())
+			return DIST_WAIT_REACHED;
 		return DIST_WAIT_PROMOTED;
+	}
 
 	switch (state)
 	{
@@ -337,7 +346,7 @@ DistWait(DistToken token, int32 timeout_ms)
 		DistDisarm();
 	}
 
-	result = DistResultOf(state, began_in_recovery);
+	result = DistResultOf(state, token, began_in_recovery);
 	switch (result)
 	{
 		case DIST_WAIT_REACHED:
@@ -469,13 +478,24 @@ DistWaitForCommon(FunctionCallInfo fcinfo, bool is_lsn)
 	timeout = DistTimeoutArg(fcinfo, 1);
 
 	/*
-	 * A top-level CALL runs with the portal's snapshot active; popping it is
-	 * tolerated by PortalRunUtility.  Then drop the catalog snapshot, and
-	 * give up if anything still holds one (a REPEATABLE READ or SERIALIZABLE
-	 * transaction registers its snapshot for its whole life).
+	 * A non-atomic CALL (top level, or from a DO block or procedure that may
+	 * COMMIT) runs with only portal snapshots active.  Release them the way
+	 * SPI_commit does, so that every portal knows its snapshot is gone and
+	 * takes a new one when it next needs one.  Any other active snapshot
+	 * (the query of an enclosing FOR loop, say) is not ours to drop.  Then
+	 * drop the catalog snapshot, and give up if anything still holds one (a
+	 * REPEATABLE READ or SERIALIZABLE transaction registers its snapshot for
+	 * its whole life).
 	 */
+	if (ActiveSnapshotSet() &&
+		(ActivePortal == NULL || ActivePortal->portalSnapshot != GetActiveSnapshot()))
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("distributed.wait_for() cannot run while a query holds a snapshot"),
+				 errdetail("It was called under a statement that keeps its own snapshot, such as a FOR loop over a query."),
+				 errhint("Call it outside that statement, or use the function distributed.wait() instead.")));
 	if (ActiveSnapshotSet())
-		PopActiveSnapshot();
+		ForgetPortalSnapshots();
 	InvalidateCatalogSnapshot();
 	if (DistHoldsSnapshot())
 		ereport(ERROR,

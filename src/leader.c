@@ -36,6 +36,8 @@
 #include "access/xlog.h"
 #include "common/hashfn.h"
 #include "fmgr.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/pg_lsn.h"
@@ -51,6 +53,11 @@ static XLogRecPtr dist_reported_commit_end = InvalidXLogRecPtr;
 static TimeLineID dist_last_tli = 0;
 static XLogRecPtr dist_last_lsn = InvalidXLogRecPtr;
 
+/* Set while a COMMIT PREPARED runs, until its transaction ends. */
+static bool dist_commit_prepared = false;
+
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
 /* Last replay position this backend reported. */
 static XLogRecPtr dist_reported_replay = InvalidXLogRecPtr;
 static TimeLineID dist_reported_replay_tli = 0;
@@ -60,7 +67,12 @@ DistPartitionOf(const char *key)
 {
 	if (dist_shared->npartitions == 1)
 		return 0;
-	return hash_bytes((const unsigned char *) key, strlen(key)) %
+	/*
+	 * dynahash picks a bucket from the low bits of the same string hash;
+	 * remix it, or every key of a partition would share its low bits and
+	 * crowd into a sixteenth of the buckets.
+	 */
+	return murmurhash32(hash_bytes((const unsigned char *) key, strlen(key))) %
 		dist_shared->npartitions;
 }
 
@@ -110,8 +122,8 @@ DistRecordKey(const char *key, TimeLineID tli, XLogRecPtr lsn,
 		entry = hash_search(table, key, HASH_ENTER_NULL, &found);
 		if (entry == NULL)
 		{
-			LWLockRelease(p->lock);
 			DistRaiseFloor(tli, lsn);
+			LWLockRelease(p->lock);
 			return;
 		}
 		entry->lsn = InvalidXLogRecPtr;
@@ -174,19 +186,26 @@ DistXactCallback(XactEvent event, void *arg)
 {
 	char		buf[DIST_TOKEN_BUFLEN];
 
+	if (event == XACT_EVENT_ABORT)
+		dist_commit_prepared = false;
 	if (event != XACT_EVENT_COMMIT || dist_shared == NULL)
 		return;
 
 	/*
 	 * A transaction with an xid always writes a commit record, and
 	 * RecordTransactionCommit has just set XactLastCommitEnd to its end.
+	 * COMMIT PREPARED runs without an xid of its own; there it is the end of
+	 * the commit-prepared record.  (Read-only transactions that pruned a
+	 * page move XactLastCommitEnd too: they are no write of the session's,
+	 * and are not reported.)
 	 */
-	if (TransactionIdIsValid(GetTopTransactionIdIfAny()) &&
+	if ((TransactionIdIsValid(GetTopTransactionIdIfAny()) || dist_commit_prepared) &&
 		XactLastCommitEnd != InvalidXLogRecPtr &&
 		XactLastCommitEnd != dist_reported_commit_end)
 	{
 		TimeLineID	tli = DistInsertTimeLine();
 
+		dist_commit_prepared = false;
 		dist_reported_commit_end = XactLastCommitEnd;
 		dist_last_tli = tli;
 		dist_last_lsn = XactLastCommitEnd;
@@ -218,6 +237,49 @@ DistXactCallback(XactEvent event, void *arg)
 	}
 }
 
+/*
+ * Notice COMMIT PREPARED, whose transaction has no xid of its own but
+ * writes the prepared transaction's commit record.
+ */
+static void
+DistProcessUtility(PlannedStmt *pstmt, const char *queryString,
+#if PG_VERSION_NUM >= 140000
+				   bool readOnlyTree,
+#endif
+				   ProcessUtilityContext context, ParamListInfo params,
+				   QueryEnvironment *queryEnv, DestReceiver *dest,
+				   QueryCompletion *qc)
+{
+	Node	   *node = pstmt->utilityStmt;
+
+	if (IsA(node, TransactionStmt) &&
+		((TransactionStmt *) node)->kind == TRANS_STMT_COMMIT_PREPARED)
+		dist_commit_prepared = true;
+
+#if PG_VERSION_NUM >= 140000
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+#else
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, context,
+							 params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, context,
+								params, queryEnv, dest, qc);
+#endif
+}
+
+void
+DistInstallUtilityHook(void)
+{
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = DistProcessUtility;
+}
+
 /* Read a non-NULL session key argument. */
 static char *
 DistKeyArg(FunctionCallInfo fcinfo, int argno)
@@ -234,14 +296,14 @@ DistKeyArg(FunctionCallInfo fcinfo, int argno)
 }
 
 static void
-DistCheckLeader(const char *what)
+DistCheckLeader(void)
 {
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot %s during recovery", what),
-				 errdetail("The session map lives on the leader; a follower does not know which keys wrote."),
-				 errhint("Run this on the leader.")));
+				 errmsg("the session map is not available during recovery"),
+				 errdetail("The session map lives on the leader; a follower does not know which keys have written."),
+				 errhint("Call this function on the leader.")));
 }
 
 PG_FUNCTION_INFO_V1(distributed_last_commit);
@@ -264,7 +326,7 @@ distributed_session_token(PG_FUNCTION_ARGS)
 
 	DistCheckLoaded();
 	key = DistKeyArg(fcinfo, 0);
-	DistCheckLeader("look up a session key");
+	DistCheckLeader();
 	DistLookupKey(key, &tli, &lsn);
 	PG_RETURN_TEXT_P(DistTokenToText(tli, lsn));
 }
@@ -284,8 +346,8 @@ distributed_record(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("token must not be null")));
-	token = DistTokenFromText(PG_GETARG_TEXT_PP(1), "token");
-	DistCheckLeader("record a session key");
+	token = DistTokenFromText(PG_GETARG_TEXT_PP(1));
+	DistCheckLeader();
 
 	/*
 	 * Only positions this server holds may be recorded: a position ahead of
@@ -319,7 +381,7 @@ distributed_forget(PG_FUNCTION_ARGS)
 
 	DistCheckLoaded();
 	key = DistKeyArg(fcinfo, 0);
-	DistCheckLeader("forget a session key");
+	DistCheckLeader();
 	DistEnsureFloor();
 
 	part = DistPartitionOf(key);
@@ -341,7 +403,7 @@ PG_FUNCTION_INFO_V1(distributed_token_lsn);
 Datum
 distributed_token_lsn(PG_FUNCTION_ARGS)
 {
-	DistToken	token = DistTokenFromText(PG_GETARG_TEXT_PP(0), "token");
+	DistToken	token = DistTokenFromText(PG_GETARG_TEXT_PP(0));
 
 	PG_RETURN_LSN(token.lsn);
 }
@@ -350,7 +412,7 @@ PG_FUNCTION_INFO_V1(distributed_token_timeline);
 Datum
 distributed_token_timeline(PG_FUNCTION_ARGS)
 {
-	DistToken	token = DistTokenFromText(PG_GETARG_TEXT_PP(0), "token");
+	DistToken	token = DistTokenFromText(PG_GETARG_TEXT_PP(0));
 
 	if (token.tli == 0)
 		PG_RETURN_NULL();

@@ -21,6 +21,8 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "postmaster/autovacuum.h"
+#include "replication/walsender.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -54,10 +56,20 @@ DistPartitionCapacity(int capacity, int npartitions, int i)
 	return capacity / npartitions + (i < capacity % npartitions ? 1 : 0);
 }
 
+/*
+ * One waiter slot per PGPROC that can run SQL.  Before PostgreSQL 15 the
+ * request runs from _PG_init, before MaxBackends is computed, so add it up
+ * the way InitializeMaxBackends() does.
+ */
 static int
 DistWaiterSlots(void)
 {
+#if PG_VERSION_NUM >= 150000
 	return MaxBackends;
+#else
+	return MaxConnections + autovacuum_max_workers + 1 +
+		max_worker_processes + max_wal_senders;
+#endif
 }
 
 static Size

@@ -26,6 +26,7 @@
 #include "access/xlog.h"
 #include "nodes/pg_list.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 
 #include "compat.h"
 #include "distributed.h"
@@ -109,7 +110,7 @@ DistParseToken(const char *text, DistToken *token)
  * malformed text.
  */
 DistToken
-DistTokenFromText(text *t, const char *what)
+DistTokenFromText(text *t)
 {
 	char	   *s = text_to_cstring(t);
 	DistToken	token;
@@ -117,7 +118,7 @@ DistTokenFromText(text *t, const char *what)
 	if (!DistParseToken(s, &token))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("invalid %s: \"%s\"", what, s),
+				 errmsg("invalid token: \"%s\"", s),
 				 errhint("A token is \"<timeline>:<lsn>\", such as \"1:0/3000148\", or a bare LSN such as \"0/3000148\".")));
 	pfree(s);
 	return token;
@@ -138,20 +139,45 @@ DistTokenToText(TimeLineID tli, XLogRecPtr lsn)
 	return cstring_to_text(buf);
 }
 
+/* This backend's copy of the history of one timeline (they never change). */
+static TimeLineID dist_history_tli = 0;
+static List *dist_history = NIL;
+
 /*
  * Does the history of timeline "current" hold the write at (tli, lsn), for
- * a tli older than current?  Reads the history file.
+ * a tli older than current?  Reads the history file once per timeline.
  */
 static bool
 DistHistoryHolds(TimeLineID current, TimeLineID tli, XLogRecPtr lsn)
 {
-	List	   *history = readTimeLineHistory(current);
-	bool		holds = false;
+	if (dist_history_tli != current)
+	{
+		MemoryContext old;
 
-	if (tliInHistory(tli, history))
-		holds = lsn <= tliSwitchPoint(tli, history, NULL);
-	list_free_deep(history);
-	return holds;
+		/*
+		 * readTimeLineHistory() takes a missing file to mean "no parents",
+		 * which would call every older token unreachable; for a timeline
+		 * after the first, a missing file is an error.
+		 */
+		if (current > 1 && !existsTimeLineHistory(current))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("history file for timeline %u is missing", current),
+					 errdetail("Without it this server cannot tell whether a token of timeline %u is in its history.",
+							   tli)));
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		if (dist_history != NIL)
+			list_free_deep(dist_history);
+		dist_history = NIL;
+		dist_history_tli = 0;
+		dist_history = readTimeLineHistory(current);
+		dist_history_tli = current;
+		MemoryContextSwitchTo(old);
+	}
+
+	if (!tliInHistory(tli, dist_history))
+		return false;
+	return lsn <= tliSwitchPoint(tli, dist_history, NULL);
 }
 
 DistTokenStatus

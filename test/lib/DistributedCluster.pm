@@ -32,7 +32,9 @@ our @EXPORT = qw(
   create_leader add_follower create_cluster
   pause resume wait_replayed
   pstatus pstatus_as bg_pstatus bg_finish wait_for_waiting_backend poll_value
-  sqlstate lsn_num token_tli token_lsn_num);
+  sqlstate lsn_num token_tli token_lsn_num
+  postmaster_pid child_pids process_gone wait_processes_gone kill9_server
+  follow_upstream wait_streaming stop_process continue_process);
 
 # test/pstatus.py, next to this file's directory
 our $PSTATUS = abs_path(dirname(__FILE__) . '/../pstatus.py');
@@ -322,6 +324,169 @@ sub token_lsn_num
 	croak "not a token: " . ($token // 'undef')
 	  unless defined $token && $token =~ m{^\d+:(.*)$};
 	return lsn_num($1);
+}
+
+=pod
+
+=back
+
+=cut
+
+=pod
+
+=head2 Failures (used by test/t/01x_*.pl)
+
+=over
+
+=item postmaster_pid($node), child_pids($pid)
+
+The postmaster's pid, from the first line of $node->data_dir/postmaster.pid
+(undef when there is no such file); the pids of the processes whose parent
+is $pid (from /proc).
+
+=cut
+
+sub postmaster_pid
+{
+	my ($node) = @_;
+	open my $fh, '<', $node->data_dir . '/postmaster.pid' or return undef;
+	my $pid = <$fh>;
+	close $fh;
+	return undef unless defined $pid;
+	chomp $pid;
+	return $pid =~ /^\d+$/ ? $pid : undef;
+}
+
+sub child_pids
+{
+	my ($ppid) = @_;
+	my @kids;
+	opendir my $dh, '/proc' or croak "cannot read /proc: $!";
+	for my $pid (grep { /^\d+$/ } readdir $dh)
+	{
+		open my $fh, '<', "/proc/$pid/stat" or next;
+		my $stat = <$fh>;
+		close $fh;
+		# pid (comm) state ppid ...; comm may hold spaces and parentheses
+		next unless defined $stat && $stat =~ /\)\s+\S+\s+(\d+)/;
+		push @kids, $pid + 0 if $1 == $ppid;
+	}
+	closedir $dh;
+	return sort { $a <=> $b } @kids;
+}
+
+=pod
+
+=item process_gone($pid), wait_processes_gone(@pids)
+
+True when $pid no longer runs (no such process, or a zombie waiting to be
+reaped: it holds no shared memory any more).  wait_processes_gone polls
+until every pid is gone; dies after the default timeout.
+
+=cut
+
+sub process_gone
+{
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/stat" or return 1;
+	my $stat = <$fh>;
+	close $fh;
+	return 1 unless defined $stat;
+	my ($state) = $stat =~ /\)\s+(\S+)/;
+	return defined $state && ($state eq 'Z' || $state eq 'X');
+}
+
+sub wait_processes_gone
+{
+	my (@pids) = @_;
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (time() < $deadline)
+	{
+		return 1 unless grep { !process_gone($_) } @pids;
+		usleep(20_000);
+	}
+	croak "processes still running: " . join(' ', grep { !process_gone($_) } @pids);
+}
+
+=pod
+
+=item kill9_server($node) => ($postmaster_pid, @children)
+
+Kill $node's postmaster with SIGKILL (the pid in postmaster.pid; through
+$node->kill9, so that the node object knows it is down), then wait until
+every process it had started has exited by itself (they notice the
+postmaster's death), so that $node->start can follow.  The stale
+postmaster.pid is left in place, as after a real crash.
+
+=cut
+
+sub kill9_server
+{
+	my ($node) = @_;
+	my $pm = postmaster_pid($node);
+	croak 'no postmaster.pid for ' . $node->name unless defined $pm;
+	my @kids = child_pids($pm);
+	$node->kill9;
+	wait_processes_gone($pm, @kids);
+	return ($pm, @kids);
+}
+
+=pod
+
+=item follow_upstream($node, $conninfo), wait_streaming($node)
+
+Point $node's primary_conninfo at $conninfo ('' cuts it off) and reload;
+wait_streaming waits until $node's WAL receiver is streaming.
+
+=cut
+
+sub follow_upstream
+{
+	my ($node, $conninfo) = @_;
+	$node->append_conf('postgresql.conf', "primary_conninfo = '$conninfo'");
+	$node->reload;
+	return;
+}
+
+sub wait_streaming
+{
+	my ($node) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')")
+	  or croak $node->name . ' is not streaming';
+	return;
+}
+
+=pod
+
+=item stop_process($pid), continue_process($pid)
+
+SIGSTOP / SIGCONT one process (for example the WAL writer, so that an
+asynchronous commit stays in the WAL buffers).
+
+=cut
+
+sub stop_process
+{
+	my ($pid) = @_;
+	kill('STOP', $pid) or croak "cannot stop $pid: $!";
+	# wait until it is stopped (state T)
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (time() < $deadline)
+	{
+		open my $fh, '<', "/proc/$pid/stat" or croak "no process $pid";
+		my ($state) = <$fh> =~ /\)\s+(\S+)/;
+		close $fh;
+		return 1 if $state eq 'T';
+		usleep(10_000);
+	}
+	croak "process $pid did not stop";
+}
+
+sub continue_process
+{
+	my ($pid) = @_;
+	return kill('CONT', $pid);
 }
 
 =pod

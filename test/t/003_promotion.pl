@@ -114,7 +114,7 @@ cmp_ok(token_lsn_num($t2), '>', lsn_num($switch), 'the second token lies after t
 is($r[0]{rows}[0][0], 'f', 'a token after the switch point is not replayed on the promoted node');
 is($r[1]{rows}[0][0], 'unreachable', 'waiting for it returns unreachable');
 is($r[2]{rows}[0][0], 'unreachable', 'checking once (timeout 0) returns unreachable');
-is($r[3]{error}{sqlstate}, '55D01', 'CALL wait_for it raises 55D01');
+is($r[3]{error}{sqlstate}, '55U01', 'CALL wait_for it raises 55U01');
 is($r[4]{rows}[0][0], 't', 'a token before the switch point is replayed on the promoted node');
 is($r[5]{rows}[0][0], 'reached', 'waiting for it returns reached');
 is($r[6]{error}, undef, 'CALL wait_for it succeeds');
@@ -160,7 +160,7 @@ is( $fb->safe_psql('postgres',
 	"t|2|f|unreachable|t|before,new leader",
 	'B replays timeline 2: the lost token is unreachable, the older one replayed, rows agree');
 my ($code) = sqlstate($fb, "CALL distributed.wait_for('$t2', 1000)");
-is($code, '55D01', 'on B, CALL wait_for the lost token raises 55D01');
+is($code, '55U01', 'on B, CALL wait_for the lost token raises 55U01');
 
 # The old leader, still on timeline 1, does not hold timeline 2's token.
 is( $leader->safe_psql('postgres',
