@@ -62,14 +62,19 @@ my $bgp = bg_pstatus($f, 'p_proc', "CALL distributed.wait_for('$t2', 180000)");
 # a token of a timeline the follower has not reached yet (not one the old
 # leader could write): pending on timeline 1, beyond the WAL on timeline 2
 my $bgx = bg_pstatus($f, 'p_next', "SELECT distributed.wait('2:FF/0', 180000)");
-wait_for_waiting_backend($f, $_) for qw(p_func p_proc p_next);
+# and one of timeline 2 at a position the promoted server's own timeline 2
+# will pass at once: another server promoted to timeline 2 may have written
+# it, so reaching that number here proves nothing
+my $bgl = bg_pstatus($f, 'p_low', "SELECT distributed.wait('2:0/1', 180000)");
+wait_for_waiting_backend($f, $_) for qw(p_func p_proc p_next p_low);
 is($f->safe_psql('postgres', 'SELECT count(*) FROM distributed.waiters'),
-	'3', 'three backends wait on the paused follower');
+	'4', 'four backends wait on the paused follower');
 
 $f->promote;    # pg_ctl promote waits until the server accepts writes
 my @rf = bg_finish($bgf);
 my @rp = bg_finish($bgp);
 my @rx = bg_finish($bgx);
+my @rl = bg_finish($bgl);
 is($rf[0]{error}, undef, 'the waiting function returned a status');
 is($rf[0]{rows}[0][0], 'promoted',
 	'a wait in progress across the promotion returns promoted');
@@ -77,10 +82,12 @@ is($rp[0]{error}{sqlstate}, '55000',
 	'a CALL wait_for in progress across the promotion raises 55000');
 is($rx[0]{rows}[0][0], 'promoted',
 	'a wait for a future timeline\'s token across the promotion returns promoted');
+is($rl[0]{rows}[0][0], 'promoted',
+	'a wait for a low position of the new timeline\'s number returns promoted, not reached');
 is( $f->safe_psql('postgres',
 		'SELECT waits_promoted, waits_unreachable, waiting FROM distributed.stats'),
-	($promoted + 3) . "|$unreachable|0",
-	'stats counted three promoted waits, none unreachable, and nobody waits any more');
+	($promoted + 4) . "|$unreachable|0",
+	'stats counted four promoted waits, none unreachable, and nobody waits any more');
 
 # ---------------------------------------------------------------------
 # Old timeline's tokens on the promoted node
