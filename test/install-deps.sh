@@ -9,6 +9,7 @@ PACKAGES=(
     libipc-run-perl
     python3-psycopg2 python3-psycopg
     python3-django python3-celery
+    pgbouncer
 )
 
 if [ "$(id -u)" -ne 0 ]; then

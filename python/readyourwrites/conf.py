@@ -7,6 +7,7 @@
         "WAIT_MS": 50,                       # for POLICY "wait"
         "SESSION_KEY": "session",            # "session" | "user" | callable(request)
         "TOKEN_STORE": "leader",             # "leader" | "cookie"
+        "POOLER": None,                      # "transaction" behind a transaction pooler
     }
 
 FOLLOWERS falls back to REPLICA_DATABASES (django-multidb-router's name) and
@@ -22,6 +23,7 @@ from django.utils.module_loading import import_string
 __all__ = ["Config", "get_config", "reset_config"]
 
 POLICIES = ("leader", "wait", "raise")
+POOLERS = (None, "transaction")
 STORES = ("leader", "cookie")
 
 
@@ -38,6 +40,7 @@ class Config:
     cooldown_seconds: float
     max_lag_seconds: Optional[float]
     max_lag_bytes: Optional[int]
+    pooler: Optional[str]
 
     def key_function(self) -> Callable[[Any], Optional[str]]:
         if callable(self.session_key):
@@ -112,7 +115,10 @@ def _load() -> Config:
         cooldown_seconds=float(raw.pop("COOLDOWN_SECONDS", 5.0)),
         max_lag_seconds=raw.pop("MAX_LAG_SECONDS", None),
         max_lag_bytes=raw.pop("MAX_LAG_BYTES", None),
+        pooler=raw.pop("POOLER", None),
     )
+    if config.pooler not in POOLERS:
+        raise ImproperlyConfigured("READYOURWRITES['POOLER'] must be None or 'transaction', not %r" % (config.pooler,))
     if raw:
         raise ImproperlyConfigured("unknown READYOURWRITES settings: %s" % ", ".join(sorted(raw)))
     return config

@@ -45,6 +45,7 @@ class RoutingContext:
     token: Optional[Token] = None  # at least this must be visible
     looked_up: Dict[str, Optional[Token]] = field(default_factory=dict)
     wrote: bool = False
+    unrecorded: set = field(default_factory=set)  # keys whose writes the leader could not record
     leader_depth: int = 0
 
     def key(self) -> Optional[str]:
@@ -101,7 +102,12 @@ class acting_for(contextlib.ContextDecorator):
         return ctx
 
     def __exit__(self, *exc: Any) -> None:
-        _current.reset(self._stack.pop())
+        from .router import finish_context
+
+        try:
+            finish_context(_current.get())
+        finally:
+            _current.reset(self._stack.pop())
 
     def _recreate_cm(self) -> "acting_for":
         # a decorated function may run in several threads at once

@@ -10,7 +10,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from .conf import get_config
 from .context import RoutingContext, activate
-from .router import _leader_token
+from .router import finish_context, own_token
 from .state import state
 from .tokens import parse_token
 
@@ -42,7 +42,8 @@ class ReadYourWritesMiddleware:
         config = get_config()
         if not ctx.wrote:
             return
-        token = _leader_token(config.leader)
+        finish_context(ctx)
+        token = own_token(config)
         state.saw_leader_at(token)
         if token is not None and config.token_store == "cookie":
             response.set_signed_cookie(config.cookie_name, str(token), salt="readyourwrites",

@@ -45,8 +45,47 @@ class FollowerNotReady(Exception):
 
 
 def _leader_token(alias: str) -> Optional[Token]:
-    """The token of the last commit on this thread's leader connection."""
+    """The token of the last commit on this thread's leader connection, as
+    the server reported it (no query)."""
     return parse_token(parameter_status(raw_connection(connections[alias]), "distributed.last_commit"))
+
+
+def own_token(config: Any) -> Optional[Token]:
+    """The token of this context's writes on the leader.
+
+    From ParameterStatus when it arrives.  A proxy that drops it leaves two
+    ways to ask: the connection's own last commit, or, behind a transaction
+    pooler (where the next statement may run on another server connection),
+    the leader's flushed position, which is at or past every commit that
+    has returned.
+    """
+    token = _leader_token(config.leader)
+    if token is not None:
+        return token
+    state.count("token_queries")
+    with connections[config.leader].cursor() as cur:
+        if config.pooler == "transaction":
+            cur.execute("SELECT distributed.replay_position()")
+        else:
+            cur.execute("SELECT distributed.last_commit()")
+        return parse_token(cur.fetchone()[0])
+
+
+def finish_context(ctx: Optional[RoutingContext]) -> None:
+    """At the end of a request or task: record the writes that the leader
+    could not record under their key as they committed (behind a transaction
+    pooler, a write outside a transaction runs without the key)."""
+    if ctx is None or not ctx.unrecorded:
+        return
+    config = get_config()
+    token = own_token(config)
+    keys, ctx.unrecorded = sorted(ctx.unrecorded), set()
+    if token is None:
+        return
+    with connections[config.leader].cursor() as cur:
+        for key in keys:
+            cur.execute("SELECT distributed.record(%s, %s)", [key, str(token)])
+    state.count("records", len(keys))
 
 
 def context_token(ctx: Optional[RoutingContext]) -> Optional[Token]:
@@ -57,7 +96,7 @@ def context_token(ctx: Optional[RoutingContext]) -> Optional[Token]:
         # no request or task context: honour this thread's own writes
         return _leader_token(config.leader)
     if ctx.wrote:
-        own = _leader_token(config.leader)
+        own = own_token(config)
         state.saw_leader_at(own)
         ctx.raise_token(own)
     key = ctx.key()
@@ -87,8 +126,8 @@ class ReadYourWritesRouter:
         if ctx is not None:
             ctx.wrote = True
             key = ctx.key()
-            if key:
-                _ensure_key(config.leader, key)
+            if key and not _ensure_key(config, key):
+                ctx.unrecorded.add(key)
         state.count("writes")
         return config.leader
 
@@ -229,22 +268,29 @@ def _rank(pos: Optional[Token], token: Token, refused: bool) -> tuple:
     return (not refused, 1 if pos.timeline == token.timeline else 0, pos.lsn)
 
 
-def _ensure_key(leader: str, key: str) -> None:
-    """Make the leader record this context's commits under key.
+def _ensure_key(config: Any, key: str) -> bool:
+    """Make the leader record this context's commits under key; False when
+    that cannot be done before the write (see finish_context).
 
     The server reports distributed.session_key in ParameterStatus, so this
     costs a query only when the key in force is not already ours.  Inside a
     transaction the key is set for that transaction only (it lapses with a
-    rollback, and the report says so); outside, for the connection.
+    rollback, and the report says so); outside, for the connection.  Behind
+    a transaction pooler only the former is sound: a connection-wide key
+    would stay on a server connection that other clients then use, and the
+    next statement may run on another server connection without it.
     """
-    conn = connections[leader]
+    conn = connections[config.leader]
     conn.ensure_connection()
+    local = bool(conn.in_atomic_block)
+    if config.pooler == "transaction" and not local:
+        return False
     if parameter_status(raw_connection(conn), "distributed.session_key") == key:
-        return
+        return True
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_catalog.set_config('distributed.session_key', %s, %s)",
-                    [key, bool(conn.in_atomic_block)])
+        cur.execute("SELECT pg_catalog.set_config('distributed.session_key', %s, %s)", [key, local])
     state.count("key_sets")
+    return True
 
 
 # -- follower connections: learn positions, survive a follower's death ------

@@ -99,6 +99,16 @@ class Cluster:
             node.start()
             self.followers.append(node)
 
+    @classmethod
+    def attach(cls, sockdir: str, ports: List[int]) -> "Cluster":
+        """The cluster another process started, to pause and query it."""
+        self = cls.__new__(cls)
+        self.dir = sockdir
+        self.leader = Node("leader", os.path.join(sockdir, "leader"), sockdir, ports[0])
+        self.followers = [Node("follower%d" % i, os.path.join(sockdir, "follower%d" % i), sockdir, p)
+                          for i, p in enumerate(ports[1:], start=1)]
+        return self
+
     def caught_up(self, follower: Node) -> None:
         """Wait until follower has replayed everything the leader wrote so far."""
         lsn = self.leader.sql("SELECT pg_current_wal_insert_lsn()")[0][0]
@@ -108,3 +118,78 @@ class Cluster:
         for node in self.followers + [self.leader]:
             node.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PgBouncer:
+    """Debian's pgbouncer in transaction mode in front of every node.
+
+    Databases: app_leader, app_follower1, ... (each the node's "app").
+    """
+
+    @classmethod
+    def attach(cls, directory: str, port: int) -> "PgBouncer":
+        self = cls.__new__(cls)
+        self.dir, self.port = directory, port
+        return self
+
+    def __init__(self, cluster: Cluster, port: int = 6490, pool_size: int = 2,
+                 pool_sizes: Optional[Dict[str, int]] = None):
+        self.dir = os.path.join(cluster.dir, "pgbouncer")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port
+        user = _whoami()
+        lines = ["[databases]"]
+        for node in [cluster.leader] + cluster.followers:
+            name = "app_" + node.name
+            extra = ""
+            if pool_sizes and name in pool_sizes:
+                extra = " pool_size=%d" % pool_sizes[name]
+            lines.append("%s = host=%s port=%d dbname=app%s" % (name, node.sockdir, node.port, extra))
+        lines += [
+            "[pgbouncer]",
+            "listen_addr =",
+            "unix_socket_dir = %s" % self.dir,
+            "listen_port = %d" % port,
+            "auth_type = trust",
+            "auth_file = %s" % os.path.join(self.dir, "users.txt"),
+            "admin_users = %s" % user,
+            "pool_mode = transaction",
+            "default_pool_size = %d" % pool_size,
+            "max_client_conn = 200",
+            "ignore_startup_parameters = extra_float_digits,options",
+            "logfile = %s" % os.path.join(self.dir, "pgbouncer.log"),
+            "pidfile = %s" % os.path.join(self.dir, "pgbouncer.pid"),
+        ]
+        with open(os.path.join(self.dir, "pgbouncer.ini"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        with open(os.path.join(self.dir, "users.txt"), "w") as f:
+            f.write('"%s" ""\n' % user)
+        subprocess.run(["pgbouncer", "-d", os.path.join(self.dir, "pgbouncer.ini")], check=True)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(self.dir, ".s.PGSQL.%d" % port)):
+            if time.monotonic() > deadline:
+                raise RuntimeError("pgbouncer did not start")
+            time.sleep(0.02)
+
+    def connect(self, dbname: str):
+        conn = psycopg2.connect(host=self.dir, port=self.port, dbname=dbname, user=_whoami())
+        conn.autocommit = True
+        return conn
+
+    def pools(self) -> Dict[str, dict]:
+        """SHOW POOLS from the admin console, by database."""
+        conn = self.connect("pgbouncer")
+        try:
+            cur = conn.cursor()
+            cur.execute("SHOW POOLS")
+            cols = [d[0] for d in cur.description]
+            return {row[0]: dict(zip(cols, row)) for row in cur.fetchall()}
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        try:
+            with open(os.path.join(self.dir, "pgbouncer.pid")) as f:
+                os.kill(int(f.read().strip()), 15)
+        except (OSError, ValueError):
+            pass

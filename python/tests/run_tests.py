@@ -31,23 +31,70 @@ def start_site(cluster):
         cluster.caught_up(f)
 
 
+def run_suite(module, only=None):
+    loader = unittest.defaultTestLoader
+    suite = loader.loadTestsFromName(only, module) if only else loader.loadTestsFromModule(module)
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    skipped = len(result.skipped)
+    return result.testsRun - failed - skipped, failed + skipped
+
+
+def pooler_main() -> int:
+    """The pooler suite, in its own process: Django set up behind pgbouncer."""
+    from cluster import PgBouncer
+
+    ports = [int(p) for p in os.environ["RYW_PORTS"].split(",")]
+    bdir, bport = os.environ["RYW_PGBOUNCER"].rsplit(":", 1)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+    import django
+
+    django.setup()
+    import test_pooler
+
+    test_pooler.CLUSTER = Cluster.attach(os.environ["RYW_SOCKET"], ports)
+    test_pooler.BOUNCER = PgBouncer.attach(bdir, int(bport))
+    passed, failed = run_suite(test_pooler, os.environ.get("ONLY_POOLER"))
+    print("pooler: %d passed, %d failed" % (passed, failed))
+    return 0 if failed == 0 else 1
+
+
 def main() -> int:
+    if "--pooler" in sys.argv:
+        return pooler_main()
+    import re
+    import subprocess
+
+    from cluster import PgBouncer
+
     cluster = Cluster(followers=2)
+    bouncer = None
     try:
         start_site(cluster)
         import test_router
 
         test_router.CLUSTER = cluster
         only = os.environ.get("ONLY")  # e.g. ONLY=Policies.test_raise
-        loader = unittest.defaultTestLoader
-        suite = loader.loadTestsFromName(only, test_router) if only else loader.loadTestsFromModule(test_router)
-        result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-        failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-        skipped = len(result.skipped)
-        passed = result.testsRun - failed - skipped
-        print("django: %d passed, %d failed" % (passed, failed + skipped))
-        return 0 if failed == 0 and skipped == 0 else 1
+        passed, failed = (0, 0) if os.environ.get("ONLY_POOLER") else run_suite(test_router, only)
+
+        if not only:
+            # the same site behind pgbouncer in transaction mode, in a
+            # process of its own (Django reads DATABASES once)
+            bouncer = PgBouncer(cluster, pool_sizes={"app_follower1": 1})
+            env = dict(os.environ, RYW_PGBOUNCER="%s:%d" % (bouncer.dir, bouncer.port))
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--pooler"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            sys.stdout.write(out.stdout)
+            m = re.search(r"^pooler: (\d+) passed, (\d+) failed", out.stdout, re.M)
+            if m:
+                passed, failed = passed + int(m.group(1)), failed + int(m.group(2))
+            else:
+                failed += 1
+        print("django: %d passed, %d failed" % (passed, failed))
+        return 0 if failed == 0 else 1
     finally:
+        if bouncer is not None:
+            bouncer.stop()
         cluster.stop()
 
 

@@ -45,6 +45,13 @@ DATABASES = {"default": _db(_ports[0])}
 for _i, _port in enumerate(_ports[1:], start=1):
     DATABASES["replica%d" % _i] = _db(_port)
 
+# Behind pgbouncer in transaction mode (RYW_PGBOUNCER="socketdir:port")
+_bouncer = os.environ.get("RYW_PGBOUNCER")
+if _bouncer:
+    _dir, _bport = _bouncer.rsplit(":", 1)
+    for _alias, _name in zip(DATABASES, ["app_leader"] + ["app_follower%d" % i for i in range(1, len(_ports))]):
+        DATABASES[_alias].update(HOST=_dir, PORT=_bport, NAME=_name, DISABLE_SERVER_SIDE_CURSORS=True)
+
 DATABASE_ROUTERS = ["readyourwrites.ReadYourWritesRouter"]
 READYOURWRITES = {
     "LEADER": "default",
@@ -52,6 +59,7 @@ READYOURWRITES = {
     "POLICY": "leader",
     "SESSION_KEY": "session",
     "COOLDOWN_SECONDS": 2,
+    "POOLER": "transaction" if _bouncer else None,
 }
 LOGGING = {
     "version": 1,
