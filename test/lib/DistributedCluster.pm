@@ -416,7 +416,11 @@ Kill $node's postmaster with SIGKILL (the pid in postmaster.pid; through
 $node->kill9, so that the node object knows it is down), then wait until
 every process it had started has exited by itself (they notice the
 postmaster's death), so that $node->start can follow.  The stale
-postmaster.pid is left in place, as after a real crash.
+postmaster.pid (and the socket's lock file) are left in place, as after a
+real crash, unless the killed postmaster is still a zombie that its parent
+(the init process, once pg_ctl has exited) has not reaped yet: a new
+postmaster would take that pid for a live server and refuse to start, so
+then both lock files are removed.
 
 =cut
 
@@ -428,6 +432,11 @@ sub kill9_server
 	my @kids = child_pids($pm);
 	$node->kill9;
 	wait_processes_gone($pm, @kids);
+	if (-e "/proc/$pm")
+	{
+		unlink($node->data_dir . '/postmaster.pid');
+		unlink($node->host . '/.s.PGSQL.' . $node->port . '.lock');
+	}
 	return ($pm, @kids);
 }
 

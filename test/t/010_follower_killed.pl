@@ -30,7 +30,7 @@ sub write_row
 	return $r[0]{last_commit};
 }
 
-sub q
+sub qry
 {
 	my ($node, $sql) = @_;
 	return $node->safe_psql('postgres', $sql);
@@ -47,7 +47,7 @@ my $t_wait = write_row(1);
 $f1->poll_query_until('postgres',
 	"SELECT pg_last_wal_receive_lsn() >= '$t_wait_lsn'::pg_lsn")
   or die 'F1 did not receive the token';
-is(q($f1, "SELECT distributed.is_replayed('$t_wait')"), 'f',
+is(qry($f1, "SELECT distributed.is_replayed('$t_wait')"), 'f',
 	'F1 (paused) has not replayed the token');
 
 my @bg1 = (
@@ -60,9 +60,9 @@ my @bg2 = (
 	bg_pstatus($f2, 'k2_proc', "CALL distributed.wait_for('$t_wait', 180000)"));
 my @pids1 = map { wait_for_waiting_backend($f1, $_) } qw(k1_func k1_proc k1_lsn);
 wait_for_waiting_backend($f2, $_) for qw(k2_func k2_proc);
-is(q($f1, 'SELECT count(*) FROM distributed.waiters'), '3',
+is(qry($f1, 'SELECT count(*) FROM distributed.waiters'), '3',
 	'three sessions wait on F1');
-is(q($f2, 'SELECT count(*) FROM distributed.waiters'), '2',
+is(qry($f2, 'SELECT count(*) FROM distributed.waiters'), '2',
 	'two sessions wait on F2');
 
 # ---------------------------------------------------------------------
@@ -91,7 +91,8 @@ for my $i (0 .. $#bg1)
 		qr/server closed the connection unexpectedly|terminating connection|connection to server .* lost/,
 		"$name{$i} on F1: the error says the connection was lost");
 }
-is($bg1[$_]{h}->result, 0, "F1 client $_ exited normally after the error")
+is(($bg1[$_]{h}->full_results)[0], 0,
+	"$name{$_} on F1: the client exited normally after reporting the error")
   for 0 .. $#bg1;
 
 # ---------------------------------------------------------------------
@@ -103,11 +104,11 @@ $leader->poll_query_until('postgres',
 my $t_down = write_row(2);
 ok(token_lsn_num($t_down) > token_lsn_num($t_wait),
 	'the leader accepts writes while F1 is down');
-is( q($leader, "SELECT distributed.is_replayed('$t_down'), distributed.wait('$t_down', 0)"),
+is( qry($leader, "SELECT distributed.is_replayed('$t_down'), distributed.wait('$t_down', 0)"),
 	't|reached', 'the leader holds its new token');
-is(q($f2, 'SELECT count(*) FROM distributed.waiters'), '2',
+is(qry($f2, 'SELECT count(*) FROM distributed.waiters'), '2',
 	'F2\'s waits are still in flight');
-is(q($f2, "SELECT distributed.is_replayed('$t_down'), distributed.wait('$t_down', 0)"),
+is(qry($f2, "SELECT distributed.is_replayed('$t_down'), distributed.wait('$t_down', 0)"),
 	'f|timeout', 'F2 (paused) has not replayed the new token');
 resume($f2);
 for my $bg (@bg2)
@@ -115,37 +116,38 @@ for my $bg (@bg2)
 	my @r = bg_finish($bg);
 	is($r[0]{error}, undef, "$bg->{name}: F2's wait ended without error");
 }
-is(q($f2, "SELECT distributed.wait('$t_down', 180000)"), 'reached',
+is(qry($f2, "SELECT distributed.wait('$t_down', 180000)"), 'reached',
 	'F2 reaches the token written while F1 was down');
-is( q($f2,
+is( qry($f2,
 		"SELECT distributed.is_replayed('$t_wait'), distributed.is_replayed('$t_down'),"
 		  . ' (SELECT count(*) FROM distributed.waiters), (SELECT count(*) FROM t)'),
 	't|t|0|2', 'F2 holds both tokens and both rows, and nobody waits');
 my $t_down2 = write_row(3);
-is(q($f2, "SELECT distributed.wait('$t_down2', 180000)"), 'reached',
+is(qry($f2, "SELECT distributed.wait('$t_down2', 180000)"), 'reached',
 	'F2 keeps following the leader');
 
 # ---------------------------------------------------------------------
 # F1 restarted, cut off from the leader: only the WAL it had received
 # ---------------------------------------------------------------------
-follow_upstream($f1, '');    # reload is a no-op: F1 is down
+$f1->append_conf('postgresql.conf', "primary_conninfo = ''");    # F1 is down
 $f1->start;
-is(q($f1, 'SELECT pg_is_in_recovery()'), 't', 'F1 is a standby again');
-is(q($f1, 'SELECT count(*) FROM pg_stat_wal_receiver'), '0',
+is(qry($f1, 'SELECT pg_is_in_recovery()'), 't', 'F1 is a standby again');
+is(qry($f1, 'SELECT count(*) FROM pg_stat_wal_receiver'), '0',
 	'F1 has no WAL receiver (cut off)');
+poll_value($f1, 'SELECT watcher_pid FROM distributed.stats');
+is( qry($f1,
+		'SELECT (SELECT count(*) FROM distributed.waiters), waiting, waits_started,'
+		  . ' waits_cancelled FROM distributed.stats'),
+	'0|0|0|0',
+	'F1 restarted with no waiters left over and fresh counters');
 $f1->poll_query_until('postgres',
 	"SELECT distributed.is_replayed('$t_wait')")
   or die 'F1 did not replay its own WAL';
-is( q($f1,
+is( qry($f1,
 		"SELECT distributed.is_replayed('$t_wait'), distributed.wait('$t_wait', 0),"
 		  . " distributed.is_replayed('$t_down'), distributed.wait('$t_down', 0)"),
 	't|reached|f|timeout',
 	'after the restart F1 holds the token it had received, not the one written while it was down');
-is( q($f1,
-		'SELECT (SELECT count(*) FROM distributed.waiters), waiting, waits_started,'
-		  . ' watcher_pid IS NOT NULL FROM distributed.stats'),
-	'0|0|1|t',
-	'F1 restarted with no waiters left over, fresh counters, and a replay watcher');
 
 # A wait that starts while F1 cannot reach the token, ended by streaming.
 my $bg = bg_pstatus($f1, 'k1_after', "SELECT distributed.wait('$t_down2', 180000)");
@@ -157,7 +159,7 @@ is($r[0]{rows}[0][0], 'reached',
 	'F1 streams again: a wait for a token written while it was down is reached');
 @r = bg_finish($bgp);
 is($r[0]{error}, undef, 'and CALL wait_for for one returns without error');
-is( q($f1,
+is( qry($f1,
 		"SELECT distributed.is_replayed('$t_down'), distributed.is_replayed('$t_down2'),"
 		  . ' (SELECT count(*) FROM t)'),
 	't|t|3', 'F1 holds the tokens and rows written while it was down');
@@ -170,19 +172,19 @@ pause($f1);
 my $t_new = write_row(4);
 $bg = bg_pstatus($f1, 'k1_new', "SELECT distributed.wait('$t_new', 180000)");
 my $pid = wait_for_waiting_backend($f1, 'k1_new');
-is(q($f1, "SELECT token FROM distributed.waiters WHERE pid = $pid"), $t_new,
+is(qry($f1, "SELECT token FROM distributed.waiters WHERE pid = $pid"), $t_new,
 	'a new wait on the restarted F1 is listed in distributed.waiters');
 resume($f1);
 @r = bg_finish($bg);
 is($r[0]{rows}[0][0], 'reached', 'a new wait on the restarted F1 returns reached');
-is( q($f1,
+is( qry($f1,
 		'SELECT (SELECT count(*) FROM distributed.waiters), waiting,'
 		  . ' waits_started = waits_reached + waits_timed_out + waits_promoted'
 		  . ' + waits_unreachable + waits_not_in_recovery + waits_cancelled'
 		  . ' FROM distributed.stats'),
 	'0|0|t', 'F1: distributed.waiters is empty and every wait has one outcome');
-is( q($leader,
-		"SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"),
-	'2', 'the leader streams to both followers again');
+ok( $leader->poll_query_until('postgres',
+		"SELECT count(*) = 2 FROM pg_stat_replication WHERE state = 'streaming'"),
+	'the leader streams to both followers again');
 
 done_testing();
