@@ -17,6 +17,9 @@ PGFILEDESC = "distributed - read-your-writes on streaming-replication followers"
 REGRESS = setup leader follower monitor errors
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/test/regress.conf
 
+ISOLATION = same_key_writers different_key_writers eviction_lookups wait_race
+ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/regress.conf
+
 TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 PROVE_FLAGS = -I $(srcdir)/test/lib

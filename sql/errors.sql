@@ -44,6 +44,11 @@ SELECT distributed.forget('');
 SELECT distributed.session_token(repeat('k', 129));
 SELECT distributed.session_token(repeat('k', 128)) IS NOT NULL AS max_len_ok;
 SELECT distributed.session_token(repeat('é', 65));
+-- keys are printable ASCII: the map is read from databases of any encoding
+SELECT distributed.session_token('caf' || chr(233));
+SELECT distributed.session_token('tab' || chr(9) || 'key');
+SET distributed.session_key = 'naïve';
+SELECT distributed.session_token(' ~ printable ASCII ~ ') IS NOT NULL AS ascii_ok;
 SET distributed.session_key = '';
 SET distributed.session_key = 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx';
 -- record(): only positions this server holds, 22023

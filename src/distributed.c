@@ -59,6 +59,13 @@ DistSessionKeyCheck(char **newval, void **extra, GucSource source)
 							DIST_MAX_KEY_LEN, len);
 		return false;
 	}
+	if (DistKeyBadChar(*newval, (int) len) != NULL)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("session key must be printable ASCII");
+		GUC_check_errhint("Send a hash of the key in hex, as the Django router does.");
+		return false;
+	}
 	return true;
 }
 

@@ -151,6 +151,7 @@ extern void DistFormatToken(char *buf, TimeLineID tli, XLogRecPtr lsn);
 extern text *DistTokenToText(TimeLineID tli, XLogRecPtr lsn);
 extern DistTokenStatus DistTokenState(DistToken token);
 extern void DistCheckKey(const char *key, int len);
+extern const char *DistKeyBadChar(const char *key, int len);
 
 /* leader.c */
 extern void DistXactCallback(XactEvent event, void *arg);

@@ -218,6 +218,8 @@ DistTokenState(DistToken token)
 void
 DistCheckKey(const char *key, int len)
 {
+	const char *bad;
+
 	if (len == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -228,4 +230,26 @@ DistCheckKey(const char *key, int len)
 				 errmsg("session key is too long"),
 				 errdetail("A session key may be at most %d bytes; this one is %d.",
 						   DIST_MAX_KEY_LEN, len)));
+	bad = DistKeyBadChar(key, len);
+	if (bad != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("session key must be printable ASCII"),
+				 errdetail("Byte %d is 0x%02x.", (int) (bad - key) + 1,
+						   (unsigned char) *bad),
+				 errhint("Send a hash of the key in hex, as the Django router does.")));
+}
+
+/*
+ * First byte of a key outside printable ASCII, or NULL.  The map is shared
+ * by every database of the server, whatever its encoding: a key is read
+ * back in all of them, so only bytes that mean the same in all are taken.
+ */
+const char *
+DistKeyBadChar(const char *key, int len)
+{
+	for (int i = 0; i < len; i++)
+		if ((unsigned char) key[i] < 0x20 || (unsigned char) key[i] > 0x7e)
+			return key + i;
+	return NULL;
 }

@@ -32,16 +32,18 @@ as_user() { runuser -u "$RUN_AS" -- env -C "$SCRATCH" "$@"; }
 passed=0
 failed=0
 
-echo "== pg_regress (temporary instance, library preloaded)"
+echo "== pg_regress and isolation tests (temporary instances, library preloaded)"
 if as_user make PG_CONFIG="$PG_CONFIG" installcheck TAP_TESTS= > "$SCRATCH/regress.log" 2>&1; then :; else status=1; fi
 cat "$SCRATCH/regress.log"
 p=$(grep -cE '^(ok|test) .* ok( |$)|^ok [0-9]+ ' "$SCRATCH/regress.log" || true)
 f=$(grep -cE '^(not ok|test) .*(FAILED|failed)' "$SCRATCH/regress.log" || true)
-[ -f "$SCRATCH/regression.diffs" ] && cat "$SCRATCH/regression.diffs"
+for d in "$SCRATCH/regression.diffs" "$SCRATCH/output_iso/regression.diffs"; do
+    [ -f "$d" ] && cat "$d"
+done
 passed=$((passed + p)); failed=$((failed + f))
 
 echo "== TAP (leader and followers)"
-if as_user make PG_CONFIG="$PG_CONFIG" installcheck REGRESS= PROVE_FLAGS="-I test/lib -v" > "$SCRATCH/tap.log" 2>&1; then :; else status=1; fi
+if as_user make PG_CONFIG="$PG_CONFIG" installcheck REGRESS= ISOLATION= PROVE_FLAGS="-I test/lib -v" > "$SCRATCH/tap.log" 2>&1; then :; else status=1; fi
 grep -vE '^(# |ok [0-9]+ -|\s*$)' "$SCRATCH/tap.log" | grep -vE '^t?e?s?t?/t/.*\.\. $' || true
 p=$(grep -cE '^ok [0-9]+' "$SCRATCH/tap.log" || true)
 f=$(grep -cE '^not ok [0-9]+' "$SCRATCH/tap.log" || true)
@@ -53,6 +55,16 @@ if [ "$status" -ne 0 ]; then
     done
 fi
 passed=$((passed + p)); failed=$((failed + f))
+
+echo "== fuzz: malformed, boundary and random input to every function and setting"
+if as_user /usr/bin/python3 test/fuzz/fuzz.py > "$SCRATCH/fuzz.log" 2>&1; then :; else status=1; fi
+tail -n 25 "$SCRATCH/fuzz.log"
+# one test, however many checks it made
+if grep -qE '^fuzz: [0-9]+ passed, 0 failed' "$SCRATCH/fuzz.log"; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+fi
 
 echo "== Django router (real leader and two followers)"
 if as_user /usr/bin/python3 python/tests/run_tests.py > "$SCRATCH/django.log" 2>&1; then :; else status=1; fi
