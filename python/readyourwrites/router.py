@@ -232,21 +232,43 @@ class ReadYourWritesRouter:
         return aliases[next(_rotation) % len(aliases)]
 
     def _ask(self, alias: str, token: Token, config: Any) -> str:
-        """'reached', 'not yet' (any other answer), or 'failed'."""
+        """'reached', 'not yet' (any other answer), or 'failed'.
+
+        A wait uses the procedure, which holds no snapshot while it sleeps:
+        a snapshot held on a follower under write load makes replay wait
+        for it (a recovery conflict), the very replay being waited for.
+        The procedure reports what is not "reached" as an error, told apart
+        by SQLSTATE.
+        """
         wait = config.policy == "wait" and config.wait_ms > 0
+        conn = connections[alias]
+        conn._readyourwrites_probing = True  # never re-run this on the leader
         try:
-            with connections[alias].cursor() as cur:
-                if wait:
+            with conn.cursor() as cur:
+                if wait and not conn.in_atomic_block:
+                    try:
+                        cur.execute("CALL distributed.wait_for(%s, %s)", [str(token), config.wait_ms])
+                        answer = "reached"
+                    except DatabaseError as e:
+                        answer = _WAIT_SQLSTATES.get(_sqlstate(e))
+                        if answer is None:
+                            raise
+                elif wait:
                     cur.execute("SELECT distributed.wait(%s, %s)", [str(token), config.wait_ms])
                     answer = cur.fetchone()[0]
                 else:
                     cur.execute("SELECT distributed.is_replayed(%s)", [str(token)])
                     answer = "reached" if cur.fetchone()[0] else "timeout"
         except DatabaseError as e:
-            if connections[alias].in_atomic_block:
+            if conn.in_atomic_block:
                 raise
             state.mark_down(alias, e, config.cooldown_seconds)
             return "failed"
+        finally:
+            conn._readyourwrites_probing = False
+        if answer in ("promoted", "not_in_recovery"):
+            # it is no follower any more: stop sending it reads for a while
+            state.mark_down(alias, RuntimeError("%s is not in recovery" % alias), config.cooldown_seconds)
         state.count("waits" if wait else "checks")
         if answer == "reached":
             state.count("waits_reached" if wait else "checks_safe")
@@ -254,6 +276,15 @@ class ReadYourWritesRouter:
             return "reached"
         state.count("wait_" + answer if wait else "checks_unsafe")
         return answer
+
+
+# what CALL distributed.wait_for() reports by SQLSTATE (design invariant 8)
+_WAIT_SQLSTATES = {"57014": "timeout", "55000": "promoted", "55U01": "unreachable"}
+
+
+def _sqlstate(error: Exception) -> Optional[str]:
+    cause = error.__cause__
+    return getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
 
 
 def _position(alias: str) -> Optional[Token]:
@@ -302,12 +333,14 @@ def _broken(error: Exception, conn: Any) -> bool:
     raw = raw_connection(conn)
     if raw is not None and (getattr(raw, "closed", False) or getattr(raw, "broken", False)):
         return True
-    if isinstance(error, (OperationalError, InterfaceError)):
-        return True
-    # psycopg2 reports a lost server as a plain DatabaseError; what tells it
-    # from a failed query is that no SQLSTATE came back from a server
-    cause = error.__cause__
-    return cause is not None and getattr(cause, "pgcode", None) is None and getattr(cause, "sqlstate", None) is None
+    code = _sqlstate(error)
+    if code is not None:
+        # the server answered: only a connection exception or a shutdown
+        # means the connection is gone (a cancelled query, 57014, does not)
+        return code.startswith("08") or code in ("57P01", "57P02", "57P03")
+    # psycopg2 reports a lost server as an OperationalError or a plain
+    # DatabaseError, without an SQLSTATE
+    return isinstance(error, (OperationalError, InterfaceError)) or error.__cause__ is not None
 
 
 def _watch(alias: str) -> None:
@@ -335,7 +368,7 @@ class _FollowerWrapper:
         try:
             result = execute(sql, params, many, context)
         except DatabaseError as e:
-            if conn.in_atomic_block or not _broken(e, conn):
+            if conn.in_atomic_block or getattr(conn, "_readyourwrites_probing", False) or not _broken(e, conn):
                 raise
             config = get_config()
             state.mark_down(self.alias, e, config.cooldown_seconds)

@@ -201,7 +201,12 @@ class Policies(RouterTestCase):
                 f.pause()
             self.write(client, 2)
             self.assertEqual(self.read(client), {"value": 2, "db": "default"})
-            self.assertEqual(readyourwrites.routing_stats()["counts"].get("wait_timeout"), 1)
+            counts = readyourwrites.routing_stats()["counts"]
+            self.assertEqual(counts.get("wait_timeout"), 1)
+            # a timed-out wait (57014 from CALL wait_for) is an answer, not a
+            # broken follower: it is neither skipped nor re-run on the leader
+            self.assertEqual(counts.get("follower_failures", 0), 0)
+            self.assertEqual(counts.get("retried_on_leader", 0), 0)
 
     def test_raise(self):
         with settings_with(POLICY="raise"):
