@@ -156,6 +156,7 @@ extern const char *DistKeyBadChar(const char *key, int len);
 /* leader.c */
 extern void DistXactCallback(XactEvent event, void *arg);
 extern void DistInstallUtilityHook(void);
+extern void DistReportReplayPosition(void);
 
 /* follower.c */
 extern void DistRegisterWatcher(void);

@@ -416,22 +416,38 @@ DistRaiseWaitResult(DistWaitResult result, DistToken token, int32 timeout)
 
 	if (result == DIST_WAIT_REACHED)
 		return;
-	pos = RecoveryInProgress() ? GetXLogReplayRecPtr(&tli) : DistFlushRecPtr();
+	if (RecoveryInProgress())
+		pos = GetXLogReplayRecPtr(&tli);
+	else
+	{
+		pos = DistFlushRecPtr();
+		tli = DistInsertTimeLine();
+	}
+	if (token.tli == 0)
+		token.tli = tli;
+
+	/*
+	 * The error ends the transaction without a commit, so the commit
+	 * callback will not refresh the reported replay position; a client
+	 * that was just told "not yet" wants to know how far replay got.  (The
+	 * setting's source is PGC_S_OVERRIDE, so the abort does not undo it.)
+	 */
+	DistReportReplayPosition();
 
 	switch (result)
 	{
 		case DIST_WAIT_TIMEOUT:
 			ereport(ERROR,
 					(errcode(ERRCODE_QUERY_CANCELED),
-					 errmsg("timed out after %d ms waiting for replay of %X/%X",
-							timeout, LSN_FORMAT_ARGS(token.lsn)),
+					 errmsg("timed out after %d ms waiting for replay of %u:%X/%X",
+							timeout, token.tli, LSN_FORMAT_ARGS(token.lsn)),
 					 errdetail("Replay is at %u:%X/%X.", tli, LSN_FORMAT_ARGS(pos))));
 			break;
 		case DIST_WAIT_PROMOTED:
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("server was promoted while waiting for replay of %X/%X",
-							LSN_FORMAT_ARGS(token.lsn)),
+					 errmsg("server was promoted while waiting for replay of %u:%X/%X",
+							token.tli, LSN_FORMAT_ARGS(token.lsn)),
 					 errdetail("Recovery ended before replaying that position; on the new timeline it may never hold that write.")));
 			break;
 		case DIST_WAIT_NOT_IN_RECOVERY:

@@ -222,18 +222,29 @@ DistXactCallback(XactEvent event, void *arg)
 		return;
 	}
 
-	if (dist_report_replay && RecoveryInProgress())
-	{
-		TimeLineID	tli;
-		XLogRecPtr	replay = GetXLogReplayRecPtr(&tli);
+	DistReportReplayPosition();
+}
 
-		if (replay != dist_reported_replay || tli != dist_reported_replay_tli)
-		{
-			dist_reported_replay = replay;
-			dist_reported_replay_tli = tli;
-			DistFormatToken(buf, tli, replay);
-			DistSetReported("distributed.replay_position", buf);
-		}
+/*
+ * On a follower, refresh distributed.replay_position if replay has moved
+ * since this backend last reported it.  Raises no error.
+ */
+void
+DistReportReplayPosition(void)
+{
+	char		buf[DIST_TOKEN_BUFLEN];
+	TimeLineID	tli;
+	XLogRecPtr	replay;
+
+	if (!dist_report_replay || !RecoveryInProgress())
+		return;
+	replay = GetXLogReplayRecPtr(&tli);
+	if (replay != dist_reported_replay || tli != dist_reported_replay_tli)
+	{
+		dist_reported_replay = replay;
+		dist_reported_replay_tli = tli;
+		DistFormatToken(buf, tli, replay);
+		DistSetReported("distributed.replay_position", buf);
 	}
 }
 

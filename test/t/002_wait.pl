@@ -197,6 +197,26 @@ is( $f->safe_psql('postgres',
 	't', 'every wait started ended in exactly one outcome');
 
 # ---------------------------------------------------------------------
+# A wait that fails still reports how far replay got
+# ---------------------------------------------------------------------
+# The error ends the transaction without a commit, so only the wait itself
+# can refresh distributed.replay_position for the client.
+pause($f);
+@r = pstatus($leader, "INSERT INTO t VALUES (50)");
+my $t_moved = $r[0]{last_commit};
+my $bgr = bg_pstatus($f, 'w_report', 'SELECT 1',
+	"CALL distributed.wait_for('1:FFFFFFFF/0', 3000)");
+wait_for_waiting_backend($f, 'w_report');
+resume($f);
+wait_replayed($f, $leader);
+my @rr = bg_finish($bgr);
+cmp_ok(token_lsn_num($rr[0]{replay_position}), '<', token_lsn_num($t_moved),
+	'before the wait the follower reported a position short of the new write');
+is($rr[1]{error}{sqlstate}, '57014', 'the wait timed out');
+cmp_ok(token_lsn_num($rr[1]{replay_position}), '>=', token_lsn_num($t_moved),
+	'the timed-out wait reported the position replay had reached meanwhile');
+
+# ---------------------------------------------------------------------
 # On the leader
 # ---------------------------------------------------------------------
 @r = pstatus(
