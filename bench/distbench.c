@@ -29,12 +29,14 @@ usage(void)
 			"usage:\n"
 			"  distbench route --leader CONNINFO --follower CONNINFO [--follower ...]\n"
 			"      [--strategies LIST]   comma-separated, of: leader naive time:W check\n"
-			"                            wait:T check-pipe wait-pipe:T (W, T in ms)\n"
+			"                            wait:T wait-fn:T check-pipe wait-pipe:T\n"
+			"                            (W, T in ms)\n"
 			"      [--sessions N] [--reads R] [--think-ms M] [--duration S]\n"
-			"      [--sample-ms MS] [--bg-writers N] [--bg-rows N]\n"
+			"      [--sample-ms MS] [--no-shadow] [--bg-writers N] [--bg-rows N]\n"
 			"      [--delay-ms MS --delay-on FOLLOWERS]\n"
 			"      [--pause-at S --pause-len S --pause-on FOLLOWERS]\n"
-			"      [--cache shared|conn] [--scenario NAME] [--markdown FILE|-]\n"
+			"      [--cache shared|conn] [--refresh-ms MS] [--scenario NAME]\n"
+			"      [--markdown FILE|-]\n"
 			"      [--tsv FILE] [--checks] [--expect-stale STRATEGY] [--seed N]\n"
 			"  distbench wake --leader CONNINFO --follower CONNINFO\n"
 			"      [--rounds-one N] [--rounds-many N] [--waiters N] [--cpu-seconds S]\n"
@@ -90,7 +92,8 @@ enum
 	OPT_THINK, OPT_DURATION, OPT_SAMPLE, OPT_BG_WRITERS, OPT_BG_ROWS,
 	OPT_DELAY_MS, OPT_DELAY_ON, OPT_PAUSE_AT, OPT_PAUSE_LEN, OPT_PAUSE_ON,
 	OPT_CACHE, OPT_SCENARIO, OPT_MARKDOWN, OPT_TSV, OPT_CHECKS, OPT_EXPECT,
-	OPT_SEED, OPT_ROUNDS_ONE, OPT_ROUNDS_MANY, OPT_WAITERS, OPT_CPU
+	OPT_SEED, OPT_ROUNDS_ONE, OPT_ROUNDS_MANY, OPT_WAITERS, OPT_CPU,
+	OPT_NO_SHADOW, OPT_REFRESH
 };
 
 static const struct option options[] = {
@@ -120,6 +123,8 @@ static const struct option options[] = {
 	{"rounds-many", required_argument, NULL, OPT_ROUNDS_MANY},
 	{"waiters", required_argument, NULL, OPT_WAITERS},
 	{"cpu-seconds", required_argument, NULL, OPT_CPU},
+	{"no-shadow", no_argument, NULL, OPT_NO_SHADOW},
+	{"refresh-ms", required_argument, NULL, OPT_REFRESH},
 	{NULL, 0, NULL, 0}
 };
 
@@ -138,12 +143,14 @@ main(int argc, char **argv)
 		usage();
 
 	rc.sessions = 40;
-	rc.reads = 4;
-	rc.think_ms = 20;
+	rc.reads = 5;
+	rc.think_ms = 50;
 	rc.duration_s = 5;
 	rc.sample_ms = 1;
 	rc.bg_rows = 1000;
 	rc.shared_cache = true;
+	rc.shadow = true;
+	rc.refresh_ms = 100;
 	rc.scenario = "natural";
 	parse_strategies(&rc, "leader,naive,time:100,time:2000,time:15000,check,wait:100");
 	mc.rounds_one = 50;
@@ -240,6 +247,12 @@ main(int argc, char **argv)
 				break;
 			case OPT_CPU:
 				mc.cpu_s = atof(optarg);
+				break;
+			case OPT_NO_SHADOW:
+				rc.shadow = false;
+				break;
+			case OPT_REFRESH:
+				rc.refresh_ms = atof(optarg);
 				break;
 			default:
 				usage();

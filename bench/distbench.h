@@ -130,7 +130,10 @@ typedef struct ReadRec
 	Token		tok;			/* the session's last write */
 	bool		done;			/* completed (not abandoned on an error) */
 	bool		follower;		/* served by a follower */
+	bool		stale;			/* and saw an older value */
+	int8_t		node;			/* the follower that served it, or -1 */
 	bool		shadow_fresh;	/* a shadow read saw the write */
+	uint8_t		shadow_stale;	/* followers whose shadow read did not (bits) */
 	uint8_t		shadow_sent;	/* shadow reads sent (one per follower) */
 	uint8_t		shadow_done;	/* ... and answered */
 } ReadRec;
@@ -163,6 +166,7 @@ typedef struct RunStats
 	long		outcomes[NOUTCOMES];
 	long		bg_writes;
 	long		shadow_skipped; /* first reads without a full set of shadows */
+	long		contradictions; /* stale after a reported position showed the write */
 	Samples		read_lat;
 	Samples		write_lat;
 	Samples		wait_lat;
@@ -204,6 +208,7 @@ typedef struct RouteConfig
 	double		pause_len_s;	/* ... for this long (0 = never) */
 	unsigned	pause_mask;
 	bool		shared_cache;	/* one replay-position cache per process */
+	double		refresh_ms;		/* probe a follower not heard from for this long */
 	const char *scenario;		/* name, for the tables */
 	const char *markdown;		/* append the scenario's table here */
 	const char *tsv;			/* append one line per strategy here */

@@ -66,6 +66,18 @@ else
     failed=$((failed + 1))
 fi
 
+echo "== benchmark smoke run (distbench: every strategy, 50 ms apply delay)"
+if bash bench/smoke.sh > "$SCRATCH/bench.log" 2>&1; then :; else status=1; fi
+grep -E '^(ok|not ok) ' "$SCRATCH/bench.log" || tail -30 "$SCRATCH/bench.log"
+summary=$(grep -E '^bench: [0-9]+ passed, [0-9]+ failed' "$SCRATCH/bench.log" | tail -1 || true)
+if [ -n "$summary" ]; then
+    p=$(echo "$summary" | sed -E 's/bench: ([0-9]+) passed.*/\1/')
+    f=$(echo "$summary" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+else
+    p=0; f=1
+fi
+passed=$((passed + p)); failed=$((failed + f))
+
 echo "== Django router (real leader and two followers)"
 if as_user /usr/bin/python3 python/tests/run_tests.py > "$SCRATCH/django.log" 2>&1; then :; else status=1; fi
 grep -E '\.\.\. |^Ran |^(OK|FAILED)|^django:' "$SCRATCH/django.log" || true
