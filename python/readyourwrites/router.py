@@ -18,6 +18,7 @@ import logging
 from typing import Any, List, Optional
 
 from django.db import DatabaseError, connections
+from django.db.backends.signals import connection_created
 
 from .conf import get_config
 from .context import RoutingContext, current
@@ -341,6 +342,23 @@ def _broken(error: Exception, conn: Any) -> bool:
     # psycopg2 reports a lost server as an OperationalError or a plain
     # DatabaseError, without an SQLSTATE
     return isinstance(error, (OperationalError, InterfaceError)) or error.__cause__ is not None
+
+
+def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """Every new connection to a follower restarts what this process knows
+    of it: replay positions only grow on one server's timeline, and a
+    follower can only be restarted or rebuilt by dropping its connections.
+    The server reports its replay position in the connection's start-up."""
+    try:
+        config = get_config()
+    except Exception:
+        return
+    if connection.alias in config.followers:
+        state.new_connection(connection.alias, parse_token(
+            parameter_status(raw_connection(connection), "distributed.replay_position")))
+
+
+connection_created.connect(_on_connection_created, dispatch_uid="readyourwrites.connection_created")
 
 
 def _watch(alias: str) -> None:

@@ -280,6 +280,63 @@ class Contexts(RouterTestCase):
             self.assertNotEqual(db, "replica1")
 
 
+class TokenPaths(RouterTestCase):
+    def test_cookie_store_protects_a_user_without_a_session(self):
+        with settings_with(TOKEN_STORE="cookie"):
+            reset_config()
+            client = Client()
+            # a view that writes without touching the session
+            self.follower("replica1").pause()
+            r = client.post("/items/%d/" % self.pk, data=json.dumps({"value": 21}),
+                            content_type="application/json")
+            self.assertEqual(r.status_code, 200)
+            self.assertIn("readyourwrites", client.cookies)
+            # drop the session cookie: only the token cookie remains
+            del client.cookies["sessionid"]
+            CLUSTER.caught_up(self.follower("replica2"))
+            served = []
+            for _ in range(4):
+                got = self.read(client)
+                self.assertEqual(got["value"], 21)
+                served.append(got["db"])
+            self.assertNotIn("replica1", served)
+            self.assertEqual(readyourwrites.routing_stats()["counts"].get("lookups", 0), 0)
+
+    def test_token_from_the_function_when_a_proxy_drops_parameter_status(self):
+        from unittest import mock
+
+        from readyourwrites import router
+
+        real = router.parameter_status
+
+        def dropping(raw, name):  # a proxy that passes no ParameterStatus
+            return None if name == "distributed.last_commit" else real(raw, name)
+
+        self.follower("replica1").pause()
+        with mock.patch.object(router, "parameter_status", dropping):
+            with acting_for(None):
+                ctx = readyourwrites.context.current()
+                Item.objects.filter(pk=self.pk).update(value=31)
+                CLUSTER.caught_up(self.follower("replica2"))
+                for _ in range(3):
+                    obj = Item.objects.get(pk=self.pk)
+                    self.assertEqual(obj.value, 31)
+                    self.assertNotEqual(obj._state.db, "replica1")
+                self.assertGreaterEqual(readyourwrites.routing_stats()["counts"].get("token_queries", 0), 1)
+                self.assertEqual(str(ctx.token), real(connections["default"].connection, "distributed.last_commit"))
+
+    def test_a_new_connection_replaces_what_was_known_of_a_follower(self):
+        Item.objects.get(pk=self.pk)  # learn positions
+        real = state.follower("replica1").position
+        self.assertIsNotNone(real)
+        # as if this process had seen a follower far ahead (a follower since
+        # rebuilt from an older backup would leave exactly that behind)
+        state.saw_follower_at("replica1", readyourwrites.Token(real.timeline, real.lsn + 10**9))
+        connections["replica1"].close()
+        connections["replica1"].ensure_connection()
+        self.assertLessEqual(state.follower("replica1").position.lsn, real.lsn + 10**6)
+
+
 class CeleryTask(RouterTestCase):
     def test_celery_task_carries_the_users_key(self):
         """A real Celery worker (in-memory broker, worker thread) runs a task
