@@ -41,6 +41,7 @@ class Config:
     max_lag_seconds: Optional[float]
     max_lag_bytes: Optional[int]
     pooler: Optional[str]
+    key_secret: Optional[str]
 
     def key_function(self) -> Callable[[Any], Optional[str]]:
         if callable(self.session_key):
@@ -116,7 +117,11 @@ def _load() -> Config:
         max_lag_seconds=raw.pop("MAX_LAG_SECONDS", None),
         max_lag_bytes=raw.pop("MAX_LAG_BYTES", None),
         pooler=raw.pop("POOLER", None),
+        key_secret=raw.pop("KEY_SECRET", None),
     )
+    for name, value in (("MAX_LAG_SECONDS", config.max_lag_seconds), ("MAX_LAG_BYTES", config.max_lag_bytes)):
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            raise ImproperlyConfigured("READYOURWRITES[%r] must be a non-negative number or None" % name)
     if config.pooler not in POOLERS:
         raise ImproperlyConfigured("READYOURWRITES['POOLER'] must be None or 'transaction', not %r" % (config.pooler,))
     if raw:

@@ -4,17 +4,29 @@ Put it BEFORE django.contrib.sessions' SessionMiddleware, so that the
 session's own save at the end of the request (the login case) runs inside
 the context and is recorded under the session's key.
 """
-from typing import Any, Callable
-
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+import asyncio
+import logging
+from typing import Any, Callable, Iterator
 
 from .conf import get_config
-from .context import RoutingContext, activate
-from .router import finish_context, own_token
+from .context import RoutingContext, activate, leader_commit
+from .router import context_token, finish_context, refresh_own
 from .state import state
 from .tokens import parse_token
 
+try:
+    from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+except ImportError:  # asgiref < 3.6 (Django 3.2 to 4.1 allow it)
+    iscoroutinefunction = asyncio.iscoroutinefunction
+
+    def markcoroutinefunction(func: Any) -> Any:
+        func._is_coroutine = asyncio.coroutines._is_coroutine
+        return func
+
 __all__ = ["ReadYourWritesMiddleware"]
+
+logger = logging.getLogger("readyourwrites")
+_COOKIE_SALT = "readyourwrites"
 
 
 class ReadYourWritesMiddleware:
@@ -33,29 +45,60 @@ class ReadYourWritesMiddleware:
         if config.token_store == "cookie":
             try:
                 ctx.raise_token(parse_token(request.get_signed_cookie(
-                    config.cookie_name, default=None, salt="readyourwrites")))
+                    config.cookie_name, default=None, salt=_COOKIE_SALT)))
             except Exception:
-                pass
+                pass  # a tampered or expired cookie demands nothing
         return ctx
 
-    def _finish(self, ctx: RoutingContext, response: Any) -> None:
-        config = get_config()
+    @staticmethod
+    def _start(ctx: RoutingContext) -> None:
+        ctx.baseline = leader_commit()
+
+    def _finish(self, ctx: RoutingContext, request: Any, response: Any) -> None:
+        """Never raises: the request's writes have committed."""
         if not ctx.wrote:
             return
+        config = get_config()
+        try:
+            refresh_own(ctx)
+            token = context_token(ctx) if ctx.token is None else ctx.token
+        except Exception as e:
+            logger.warning("could not learn the token of the request's writes (%s)", e)
+            token = ctx.token
         finish_context(ctx)
-        token = own_token(config)
         state.saw_leader_at(token)
-        if token is not None and config.token_store == "cookie":
-            response.set_signed_cookie(config.cookie_name, str(token), salt="readyourwrites",
-                                       max_age=config.cookie_max_age, httponly=True, samesite="Lax")
+        if token is not None and config.token_store == "cookie" and not getattr(response, "streaming", False):
+            response.set_signed_cookie(config.cookie_name, str(token), salt=_COOKIE_SALT,
+                                       max_age=config.cookie_max_age, httponly=True, samesite="Lax",
+                                       secure=request.is_secure())
+
+    def _stream(self, ctx: RoutingContext, request: Any, response: Any) -> Any:
+        """A streaming body is produced after the view returns: produce it
+        inside the request's context too."""
+        content = response.streaming_content
+        if getattr(response, "is_async", False):
+            return  # async streaming bodies run on the event loop: no queries there
+
+        def body() -> Iterator[Any]:
+            with activate(ctx):
+                try:
+                    yield from content
+                finally:
+                    self._finish(ctx, request, response)
+
+        response.streaming_content = body()
 
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self.__acall__(request)
         ctx = self._context(request)
         with activate(ctx):
+            self._start(ctx)
             response = self.get_response(request)
-            self._finish(ctx, response)
+            if getattr(response, "streaming", False):
+                self._stream(ctx, request, response)
+            else:
+                self._finish(ctx, request, response)
         return response
 
     async def __acall__(self, request: Any) -> Any:
@@ -63,6 +106,10 @@ class ReadYourWritesMiddleware:
 
         ctx = self._context(request)
         with activate(ctx):
+            await sync_to_async(self._start, thread_sensitive=True)(ctx)
             response = await self.get_response(request)
-            await sync_to_async(self._finish, thread_sensitive=True)(ctx, response)
+            if getattr(response, "streaming", False):
+                self._stream(ctx, request, response)
+            else:
+                await sync_to_async(self._finish, thread_sensitive=True)(ctx, request, response)
         return response

@@ -4,20 +4,28 @@ Reads go to a follower that is proven to hold the current context's writes:
 
 1. inside a transaction on the leader, or under use_leader(): the leader;
 2. no token to honour (no key, no write): any usable follower, in turn;
-3. a follower whose replay position, as last seen by this process, is at or
-   past the token: that follower, with no query at all;
-4. otherwise one question to the most advanced follower
-   (distributed.is_replayed, or distributed.wait for POLICY "wait");
+3. a follower whose replay position, as last reported to this process, is
+   at or past the token: that follower, with no query at all;
+4. otherwise one question to the most promising follower
+   (distributed.is_replayed, or CALL distributed.wait_for for POLICY "wait");
 5. otherwise the policy: the leader, or FollowerNotReady.
 
 Writes go to the leader, which is told the session key first (only when the
 key in force there, which the server reports in ParameterStatus, differs).
+
+Tokens of the context's own writes are captured as the writes commit: an
+execute wrapper on the leader connection sees the token arrive with an
+autocommit statement's reply, and an on_commit hook sees it after a
+transaction; a read also compares the leader connection's last reported
+commit with what it was when the context began.
 """
+import asyncio
 import itertools
 import logging
-from typing import Any, List, Optional
+import threading
+from typing import Any, Iterable, List, Optional
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, transaction
 from django.db.backends.signals import connection_created
 
 from .conf import get_config
@@ -31,6 +39,7 @@ logger = logging.getLogger("readyourwrites")
 __all__ = ["ReadYourWritesRouter", "FollowerNotReady", "context_token"]
 
 _rotation = itertools.count()
+_thread = threading.local()  # .own: the last token of this thread's writes
 
 
 class FollowerNotReady(Exception):
@@ -45,61 +54,80 @@ class FollowerNotReady(Exception):
         )
 
 
-def _leader_token(alias: str) -> Optional[Token]:
-    """The token of the last commit on this thread's leader connection, as
-    the server reported it (no query)."""
-    return parse_token(parameter_status(raw_connection(connections[alias]), "distributed.last_commit"))
+def _in_event_loop() -> bool:
+    """Is an event loop running in this thread?  Then no query may run here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _reported_commit(alias: str) -> Optional[str]:
+    return parameter_status(raw_connection(connections[alias]), "distributed.last_commit") or None
+
+
+def _note_commit(token: Optional[Token]) -> None:
+    """A commit of this thread's leader connection reported token."""
+    if token is None:
+        return
+    state.saw_leader_at(token)
+    ctx = current()
+    if ctx is not None:
+        ctx.wrote = True
+        ctx.raise_token(token)
+    own = getattr(_thread, "own", None)
+    if own is None or token > own:
+        _thread.own = token
+
+
+def refresh_own(ctx: Optional[RoutingContext]) -> Optional[str]:
+    """Take any commit the leader connection reported since the context
+    began (or since last looked) as the context's own: no query.  Catches
+    commits the wrappers cannot see, such as a transaction opened after the
+    write was routed (Model.save) or raw SQL."""
+    reported = _reported_commit(get_config().leader)
+    if ctx is not None and reported is not None and reported != ctx.baseline:
+        ctx.baseline = reported
+        _note_commit(parse_token(reported))
+    return reported
+
+
+def _capture_after_commit() -> None:
+    _note_commit(parse_token(_reported_commit(get_config().leader)))
 
 
 def own_token(config: Any) -> Optional[Token]:
-    """The token of this context's writes on the leader.
+    """Ask the leader for a token at or past this context's writes, for when
+    no ParameterStatus arrived (a proxy that drops it).
 
-    From ParameterStatus when it arrives.  A proxy that drops it leaves two
-    ways to ask: the connection's own last commit, or, behind a transaction
-    pooler (where the next statement may run on another server connection),
-    the leader's flushed position, which is at or past every commit that
-    has returned.
+    On a direct connection: the connection's own last commit.  Behind a
+    transaction pooler the next statement may run on another server
+    connection, so: the leader's current WAL insert position, which is at
+    or past every commit that has returned (even an asynchronous one).
     """
-    token = _leader_token(config.leader)
-    if token is not None:
-        return token
     state.count("token_queries")
     with connections[config.leader].cursor() as cur:
         if config.pooler == "transaction":
-            cur.execute("SELECT distributed.replay_position()")
+            cur.execute("SELECT distributed.token_timeline(distributed.replay_position())::text"
+                        " || ':' || pg_catalog.pg_current_wal_insert_lsn()::text")
         else:
             cur.execute("SELECT distributed.last_commit()")
         return parse_token(cur.fetchone()[0])
 
 
-def finish_context(ctx: Optional[RoutingContext]) -> None:
-    """At the end of a request or task: record the writes that the leader
-    could not record under their key as they committed (behind a transaction
-    pooler, a write outside a transaction runs without the key)."""
-    if ctx is None or not ctx.unrecorded:
-        return
-    config = get_config()
-    token = own_token(config)
-    keys, ctx.unrecorded = sorted(ctx.unrecorded), set()
-    if token is None:
-        return
-    with connections[config.leader].cursor() as cur:
-        for key in keys:
-            cur.execute("SELECT distributed.record(%s, %s)", [key, str(token)])
-    state.count("records", len(keys))
-
-
 def context_token(ctx: Optional[RoutingContext]) -> Optional[Token]:
-    """The highest token the current code must see, looking it up at most
-    once per key and context."""
+    """The highest token the current code must see, looking the key up at
+    most once per key and context."""
     config = get_config()
+    reported = refresh_own(ctx)
     if ctx is None:
         # no request or task context: honour this thread's own writes
-        return _leader_token(config.leader)
-    if ctx.wrote:
-        own = own_token(config)
-        state.saw_leader_at(own)
-        ctx.raise_token(own)
+        tokens = [getattr(_thread, "own", None), parse_token(reported)]
+        tokens = [t for t in tokens if t is not None]
+        return max(tokens) if tokens else None
+    if ctx.wrote and ctx.token is None and reported is None:
+        ctx.raise_token(own_token(config))
     key = ctx.key()
     if key and config.token_store == "leader" and key not in ctx.looked_up:
         with connections[config.leader].cursor() as cur:
@@ -108,8 +136,49 @@ def context_token(ctx: Optional[RoutingContext]) -> Optional[Token]:
         state.count("lookups")
         state.saw_leader_at(found)
         ctx.looked_up[key] = found
+        ctx.keys_used.add(key)
         ctx.raise_token(found)
     return ctx.token
+
+
+def finish_context(ctx: Optional[RoutingContext]) -> None:
+    """At the end of a request or task, record under their keys the writes
+    the leader could not record as they committed: writes outside a
+    transaction behind a transaction pooler, and writes made before the
+    session key changed without a write under the new key (a login with a
+    cache or cookie session engine).  Needs EXECUTE on distributed.record.
+    Never raises: the writes have committed, and the response must go out."""
+    if ctx is None:
+        return
+    config = get_config()
+    if config.token_store != "leader":
+        return
+    if not _in_event_loop():
+        refresh_own(ctx)
+    try:
+        final = ctx.key()
+    except Exception:
+        final = None
+    keys = set(ctx.unrecorded)
+    if final and ctx.token is not None and final not in ctx.keys_used:
+        keys.add(final)
+    ctx.unrecorded = set()
+    if not keys or ctx.token is None:
+        return
+    if _in_event_loop():
+        logger.warning("cannot record %d key(s) from an event loop; use acting_for in sync code", len(keys))
+        state.count("record_skipped")
+        return
+    try:
+        with connections[config.leader].cursor() as cur:
+            for key in sorted(keys):
+                cur.execute("SELECT distributed.record(%s, %s)", [key, str(ctx.token)])
+                ctx.keys_used.add(key)
+        state.count("records", len(keys))
+    except DatabaseError as e:
+        logger.warning("could not record the session's writes under its key (%s); "
+                       "grant EXECUTE on distributed.record(text, text) to this role", e)
+        state.count("record_failed")
 
 
 class ReadYourWritesRouter:
@@ -124,12 +193,21 @@ class ReadYourWritesRouter:
     def db_for_write(self, model: Any, **hints: Any) -> str:
         config = get_config()
         ctx = current()
+        state.count("writes")
+        if _in_event_loop():
+            return config.leader  # no query here; the write itself runs elsewhere
+        conn = connections[config.leader]
+        _watch_leader(config.leader)
         if ctx is not None:
             ctx.wrote = True
-            key = ctx.key()
-            if key and not _ensure_key(config, key):
+        if conn.in_atomic_block:
+            transaction.on_commit(_capture_after_commit, using=config.leader)
+        if config.token_store == "leader":
+            key = ctx.key() if ctx is not None else None
+            if not _ensure_key(config, key or ""):
                 ctx.unrecorded.add(key)
-        state.count("writes")
+            elif key:
+                ctx.keys_used.add(key)
         return config.leader
 
     def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> Optional[bool]:
@@ -151,8 +229,12 @@ class ReadYourWritesRouter:
         ctx = current()
         if ctx is not None and ctx.leader_depth > 0:
             return config.leader
-        if connections[config.leader].in_atomic_block:
+        leader = connections[config.leader]
+        if leader.in_atomic_block or (leader.connection is not None and not leader.autocommit):
             return config.leader  # a transaction stays on one database
+        if _in_event_loop():
+            state.count("fallback_event_loop")
+            return config.leader  # no query may run on the loop; the leader is always right
 
         usable = self._usable(config)
         state.note_usable(usable)
@@ -168,19 +250,23 @@ class ReadYourWritesRouter:
             return config.leader
 
         if token is None:
-            return self._pick(usable, config)
+            alias = self._connect_first(_rotated(usable), config)
+            return alias or config.leader
 
         proven = [a for a in usable if _position(a) is not None and _position(a).covers(token)]
         if proven:
-            state.count("proven_by_cache")
-            return self._pick(proven, config)
+            alias = self._connect_first(_rotated(proven), config)
+            if alias is not None:
+                state.count("proven_by_cache")
+                return alias
 
         # One question to the most promising follower that answers.  One that
         # already said "not yet" to this token (in any request of this
         # process) is asked again only after the others: its position is
         # fresh news, the others' may be stale.
         refused = state.refused(token)
-        ranked = sorted(usable, key=lambda a: _rank(_position(a), token, a in refused), reverse=True)
+        ranked = sorted((a for a in usable if state.is_up(a)),
+                        key=lambda a: _rank(_position(a), token, a in refused), reverse=True)
         for alias in ranked:
             outcome = self._ask(alias, token, config)
             if outcome == "reached":
@@ -195,6 +281,8 @@ class ReadYourWritesRouter:
         return config.leader
 
     def _usable(self, config: Any) -> List[str]:
+        """Followers not in a cool-down and not over a lag limit.  Connects
+        only to those whose lag must be looked at again."""
         usable = []
         for alias in config.followers:
             if not state.is_up(alias):
@@ -202,21 +290,13 @@ class ReadYourWritesRouter:
             lagging = state.lagging(alias, config.max_lag_seconds, config.max_lag_bytes)
             if lagging and state.report_age(alias) < config.cooldown_seconds:
                 continue  # over a lag limit; look again after the cool-down
-            conn = connections[alias]
-            raw = raw_connection(conn)
-            if raw is not None and getattr(raw, "closed", False):
-                conn.close()  # broken earlier: reconnect rather than fail the read
-            try:
-                conn.ensure_connection()
-            except Exception as e:
-                state.mark_down(alias, e, config.cooldown_seconds)
-                continue
-            _watch(alias)
             if lagging:
                 # its last report is old: ask where it is now (one query per
                 # cool-down per lagging follower)
+                if self._connect_first([alias], config) is None:
+                    continue
                 try:
-                    with conn.cursor() as cur:
+                    with connections[alias].cursor() as cur:
                         cur.execute("SELECT distributed.replay_position()")
                         state.saw_follower_at(alias, parse_token(cur.fetchone()[0]))
                 except DatabaseError as e:
@@ -229,8 +309,22 @@ class ReadYourWritesRouter:
         return usable
 
     @staticmethod
-    def _pick(aliases: List[str], config: Any) -> str:
-        return aliases[next(_rotation) % len(aliases)]
+    def _connect_first(aliases: Iterable[str], config: Any) -> Optional[str]:
+        """The first follower that is (or can be) connected; the others that
+        fail are skipped for the cool-down."""
+        for alias in aliases:
+            conn = connections[alias]
+            raw = raw_connection(conn)
+            if raw is not None and (getattr(raw, "closed", False) or getattr(raw, "broken", False)):
+                conn.close()  # broken earlier: reconnect rather than fail the read
+            try:
+                conn.ensure_connection()
+            except DatabaseError as e:
+                state.mark_down(alias, e, config.cooldown_seconds)
+                continue
+            _watch_follower(alias)
+            return alias
+        return None
 
     def _ask(self, alias: str, token: Token, config: Any) -> str:
         """'reached', 'not yet' (any other answer), or 'failed'.
@@ -241,23 +335,30 @@ class ReadYourWritesRouter:
         The procedure reports what is not "reached" as an error, told apart
         by SQLSTATE.
         """
+        if self._connect_first([alias], config) is None:
+            return "failed"
         wait = config.policy == "wait" and config.wait_ms > 0
         conn = connections[alias]
         conn._readyourwrites_probing = True  # never re-run this on the leader
         try:
             with conn.cursor() as cur:
+                answer = None
                 if wait and not conn.in_atomic_block:
                     try:
                         cur.execute("CALL distributed.wait_for(%s, %s)", [str(token), config.wait_ms])
                         answer = "reached"
                     except DatabaseError as e:
-                        answer = _WAIT_SQLSTATES.get(_sqlstate(e))
-                        if answer is None:
+                        code = _sqlstate(e)
+                        if code == "25001":
+                            answer = None  # a snapshot is held (isolation): use the function
+                        elif code in _WAIT_SQLSTATES:
+                            answer = _WAIT_SQLSTATES[code]
+                        else:
                             raise
-                elif wait:
+                if answer is None and wait:
                     cur.execute("SELECT distributed.wait(%s, %s)", [str(token), config.wait_ms])
                     answer = cur.fetchone()[0]
-                else:
+                elif answer is None:
                     cur.execute("SELECT distributed.is_replayed(%s)", [str(token)])
                     answer = "reached" if cur.fetchone()[0] else "timeout"
         except DatabaseError as e:
@@ -277,6 +378,12 @@ class ReadYourWritesRouter:
             return "reached"
         state.count("wait_" + answer if wait else "checks_unsafe")
         return answer
+
+
+def _rotated(aliases: List[str]) -> List[str]:
+    """The aliases in turn, starting at a rotating point (spreads reads)."""
+    k = next(_rotation) % len(aliases)
+    return aliases[k:] + aliases[:k]
 
 
 # what CALL distributed.wait_for() reports by SQLSTATE (design invariant 8)
@@ -301,11 +408,13 @@ def _rank(pos: Optional[Token], token: Token, refused: bool) -> tuple:
 
 
 def _ensure_key(config: Any, key: str) -> bool:
-    """Make the leader record this context's commits under key; False when
-    that cannot be done before the write (see finish_context).
+    """Make the leader record this context's commits under key ('' for
+    none); False when that cannot be done before the write (see
+    finish_context).
 
     The server reports distributed.session_key in ParameterStatus, so this
-    costs a query only when the key in force is not already ours.  Inside a
+    costs a query only when the key in force is not the one wanted (a key
+    left on a reused connection by another context is cleared).  Inside a
     transaction the key is set for that transaction only (it lapses with a
     rollback, and the report says so); outside, for the connection.  Behind
     a transaction pooler only the former is sound: a connection-wide key
@@ -316,8 +425,9 @@ def _ensure_key(config: Any, key: str) -> bool:
     conn.ensure_connection()
     local = bool(conn.in_atomic_block)
     if config.pooler == "transaction" and not local:
-        return False
-    if parameter_status(raw_connection(conn), "distributed.session_key") == key:
+        return not key
+    reported = parameter_status(raw_connection(conn), "distributed.session_key")
+    if reported == key or (not key and not reported):
         return True
     with conn.cursor() as cur:
         cur.execute("SELECT pg_catalog.set_config('distributed.session_key', %s, %s)", [key, local])
@@ -325,11 +435,66 @@ def _ensure_key(config: Any, key: str) -> bool:
     return True
 
 
-# -- follower connections: learn positions, survive a follower's death ------
+# -- connections: capture tokens, learn positions, survive a follower's death --
+
+def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """A new connection to a follower restarts what this process knows of it:
+    a follower can only be restarted or rebuilt (from an older backup,
+    perhaps) by dropping its connections.  The server reports its replay
+    position in the connection's start-up, except that a pooler may report
+    one it cached earlier: then it is forgotten instead."""
+    try:
+        config = get_config()
+    except Exception:
+        return
+    if connection.alias == config.leader:
+        _watch_leader(connection.alias)
+    elif connection.alias in config.followers:
+        _watch_follower(connection.alias)
+        reported = None
+        if config.pooler is None:
+            reported = parse_token(parameter_status(raw_connection(connection), "distributed.replay_position"))
+        state.new_connection(connection.alias, reported)
+
+
+connection_created.connect(_on_connection_created, dispatch_uid="readyourwrites.connection_created")
+
+
+def _watch_leader(alias: str) -> None:
+    conn = connections[alias]
+    if not getattr(conn, "_readyourwrites_watched", False):
+        conn.execute_wrappers.insert(0, _LeaderWrapper(alias))
+        conn._readyourwrites_watched = True
+
+
+def _watch_follower(alias: str) -> None:
+    conn = connections[alias]
+    if not getattr(conn, "_readyourwrites_watched", False):
+        # first, so that a user's execute_wrapper() block cannot remove it
+        conn.execute_wrappers.insert(0, _FollowerWrapper(alias))
+        conn._readyourwrites_watched = True
+
+
+class _LeaderWrapper:
+    """Runs around every query on the leader connection: a commit's token
+    arrives in ParameterStatus with the reply of the statement that
+    committed (an autocommit write, or a COMMIT sent as SQL)."""
+
+    def __init__(self, alias: str):
+        self.alias = alias
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        before = _reported_commit(self.alias)
+        result = execute(sql, params, many, context)
+        after = _reported_commit(self.alias)
+        if after is not None and after != before:
+            _note_commit(parse_token(after))
+        return result
+
 
 def _broken(error: Exception, conn: Any) -> bool:
     """Did the connection itself fail (rather than the query)?"""
-    from django.db import InterfaceError, OperationalError
+    from django.db import DataError, IntegrityError, NotSupportedError, ProgrammingError
 
     raw = raw_connection(conn)
     if raw is not None and (getattr(raw, "closed", False) or getattr(raw, "broken", False)):
@@ -339,43 +504,19 @@ def _broken(error: Exception, conn: Any) -> bool:
         # the server answered: only a connection exception or a shutdown
         # means the connection is gone (a cancelled query, 57014, does not)
         return code.startswith("08") or code in ("57P01", "57P02", "57P03")
-    # psycopg2 reports a lost server as an OperationalError or a plain
-    # DatabaseError, without an SQLSTATE
-    return isinstance(error, (OperationalError, InterfaceError)) or error.__cause__ is not None
-
-
-def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
-    """Every new connection to a follower restarts what this process knows
-    of it: replay positions only grow on one server's timeline, and a
-    follower can only be restarted or rebuilt by dropping its connections.
-    The server reports its replay position in the connection's start-up."""
-    try:
-        config = get_config()
-    except Exception:
-        return
-    if connection.alias in config.followers:
-        state.new_connection(connection.alias, parse_token(
-            parameter_status(raw_connection(connection), "distributed.replay_position")))
-
-
-connection_created.connect(_on_connection_created, dispatch_uid="readyourwrites.connection_created")
-
-
-def _watch(alias: str) -> None:
-    conn = connections[alias]
-    if getattr(conn, "_readyourwrites_watched", False):
-        return
-    conn.execute_wrappers.append(_FollowerWrapper(alias))
-    conn._readyourwrites_watched = True
+    # no SQLSTATE: the client's own errors are not the connection's;
+    # psycopg2 reports a lost server as OperationalError or DatabaseError
+    return not isinstance(error, (ProgrammingError, DataError, IntegrityError, NotSupportedError))
 
 
 class _FollowerWrapper:
     """Runs around every query on a follower connection.
 
     After a query: the follower's replay position arrives in ParameterStatus
-    with the reply; keep the highest.  If the follower dies under an
-    autocommit read, mark it down and run the same read on the leader, so
-    that the request does not fail.
+    with the reply.  If the follower dies under an autocommit read, or
+    recovery cancels the read (40001), run the same read on the leader, so
+    that the request does not fail; a dead follower is skipped for the
+    cool-down.  Never for the router's own questions to a follower.
     """
 
     def __init__(self, alias: str):
@@ -386,16 +527,22 @@ class _FollowerWrapper:
         try:
             result = execute(sql, params, many, context)
         except DatabaseError as e:
-            if conn.in_atomic_block or getattr(conn, "_readyourwrites_probing", False) or not _broken(e, conn):
+            if conn.in_atomic_block or getattr(conn, "_readyourwrites_probing", False):
+                raise
+            conflict = _sqlstate(e) == "40001"
+            if not conflict and not _broken(e, conn):
                 raise
             config = get_config()
-            state.mark_down(self.alias, e, config.cooldown_seconds)
+            if conflict:
+                state.count("recovery_conflicts")
+            else:
+                state.mark_down(self.alias, e, config.cooldown_seconds)
             state.count("retried_on_leader")
             leader = connections[config.leader]
             leader.ensure_connection()
             wrapper = context["cursor"]
-            wrapper.cursor = leader.connection.cursor()
             with leader.wrap_database_errors:
+                wrapper.cursor = leader.create_cursor()
                 if many:
                     return wrapper.cursor.executemany(sql, params)
                 if params is None:

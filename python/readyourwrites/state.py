@@ -63,8 +63,11 @@ class ProcessState:
             known = f.position
             if known is not None and token.timeline < known.timeline:
                 return  # a late report from before a timeline switch
-            if known is None or token.timeline != known.timeline or token.lsn > known.lsn:
-                f.position = token
+            # the latest report wins, even if lower: one server never goes
+            # back, so a lower report is a late one (it costs a check) or
+            # comes from another server behind the same alias (it saves a
+            # stale read)
+            f.position = token
             pos = f.position
             # how far behind the leader it is, judged only against leader
             # positions this process had seen when the report arrived
@@ -87,6 +90,7 @@ class ProcessState:
         with self._lock:
             f.position = None
             f.observed_at = 0.0
+            f.lag_seconds, f.lag_bytes = 0.0, 0
         self.saw_follower_at(alias, token)
 
     def saw_leader_at(self, token: Optional[Token]) -> None:

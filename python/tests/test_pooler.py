@@ -185,7 +185,7 @@ class ThroughPgBouncer(PoolerTestCase):
 
 
 def _last_token():
-    from readyourwrites.router import own_token
-    from readyourwrites.conf import get_config
+    """The token of this thread's last commit through pgbouncer, as reported."""
+    from readyourwrites import parse_token
 
-    return own_token(get_config())
+    return parse_token(parameter_status(connections["default"].connection, "distributed.last_commit"))

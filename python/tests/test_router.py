@@ -337,6 +337,99 @@ class TokenPaths(RouterTestCase):
         self.assertLessEqual(state.follower("replica1").position.lsn, real.lsn + 10**6)
 
 
+class ReviewFindings(RouterTestCase):
+    """Paths to a stale read found in review, each pinned by a test."""
+
+    def test_writes_that_bypass_the_router_are_still_the_contexts_own(self):
+        self.follower("replica1").pause()
+        self.follower("replica2").pause()
+        with acting_for("bypass-user"):
+            Item.objects.get(pk=self.pk)  # the key's token is looked up first
+            with connections["default"].cursor() as cur:
+                cur.execute("UPDATE shop_item SET value = 41 WHERE id = %s", [self.pk])
+            self.assertEqual(Item.objects.get(pk=self.pk).value, 41)
+            Item.objects.using("default").filter(pk=self.pk).update(value=42)
+            self.assertEqual(Item.objects.get(pk=self.pk).value, 42)
+
+    def test_own_write_survives_the_leader_connection_closing(self):
+        self.follower("replica1").pause()
+        self.follower("replica2").pause()
+        Item.objects.filter(pk=self.pk).update(value=43)  # no context at all
+        connections["default"].close()
+        self.assertEqual(Item.objects.get(pk=self.pk).value, 43)
+
+    def test_nested_contexts_see_each_others_writes(self):
+        self.follower("replica1").pause()
+        self.follower("replica2").pause()
+        with acting_for("outer-user"):
+            Item.objects.filter(pk=self.pk).update(value=44)
+            with acting_for("inner-user"):
+                self.assertEqual(Item.objects.get(pk=self.pk).value, 44)
+                Item.objects.filter(pk=self.pk).update(value=45)
+            self.assertEqual(Item.objects.get(pk=self.pk).value, 45)
+        with use_leader():
+            with acting_for("inner-user"):
+                self.assertEqual(Item.objects.get(pk=self.pk)._state.db, "default")
+
+    def test_manual_transaction_stays_on_the_leader(self):
+        transaction.set_autocommit(False)
+        try:
+            Item.objects.filter(pk=self.pk).update(value=46)
+            obj = Item.objects.get(pk=self.pk)
+            self.assertEqual((obj.value, obj._state.db), (46, "default"))
+            transaction.commit()
+        finally:
+            transaction.set_autocommit(True)
+
+    def test_a_key_left_on_the_connection_is_cleared_before_a_write_without_one(self):
+        with acting_for("key-a"):
+            Item.objects.filter(pk=self.pk).update(value=47)
+        raw = connections["default"].connection
+        self.assertEqual(parameter_status(raw, "distributed.session_key"), hash_key("key-a"))
+        before = CLUSTER.leader.sql("SELECT distributed.session_token(%s)", (hash_key("key-a"),), "app")[0][0]
+        with acting_for(None):
+            Item.objects.filter(pk=self.pk).update(value=48)
+        self.assertEqual(parameter_status(raw, "distributed.session_key"), "")
+        after = CLUSTER.leader.sql("SELECT distributed.session_token(%s)", (hash_key("key-a"),), "app")[0][0]
+        self.assertEqual(before, after, "a write without a key was recorded under another context's key")
+
+    def test_a_lower_report_replaces_a_higher_one(self):
+        state.saw_follower_at("replica1", readyourwrites.Token(1, 5000))
+        state.saw_follower_at("replica1", readyourwrites.Token(1, 4000))
+        self.assertEqual(state.follower("replica1").position, readyourwrites.Token(1, 4000))
+        state.saw_follower_at("replica1", readyourwrites.Token(0 + 1, 6000))
+        state.saw_follower_at("replica1", readyourwrites.Token(2, 100))
+        state.saw_follower_at("replica1", readyourwrites.Token(1, 9000))  # late, older timeline
+        self.assertEqual(state.follower("replica1").position, readyourwrites.Token(2, 100))
+
+    def test_user_keys_do_not_recurse_through_the_session(self):
+        name = "ukey%d" % self.pk
+        with use_leader():
+            User.objects.create_user(name, password="pw")
+        with settings_with(SESSION_KEY="user"):
+            reset_config()
+            client = Client()
+            self.assertEqual(client.post("/login/", {"username": name, "password": "pw"}).status_code, 200)
+            self.assertEqual(client.get("/whoami/").json()["user"], name)
+
+    def test_misuse_is_refused(self):
+        with self.assertRaises(ValueError):
+            acting_for("k", token="garbage")
+        with self.assertRaises(TypeError):
+            @acting_for("k")
+            async def job():
+                pass
+
+    def test_a_client_side_error_does_not_mark_a_follower_down(self):
+        from django.db import ProgrammingError
+
+        with self.assertRaises(Exception):
+            list(Item.objects.raw("SELECT * FROM shop_item WHERE id = %s", [object()]))
+        self.assertEqual(readyourwrites.routing_stats()["counts"].get("follower_failures", 0), 0)
+        self.assertEqual(readyourwrites.routing_stats()["counts"].get("retried_on_leader", 0), 0)
+        del ProgrammingError
+
+
 class CeleryTask(RouterTestCase):
     def test_celery_task_carries_the_users_key(self):
         """A real Celery worker (in-memory broker, worker thread) runs a task

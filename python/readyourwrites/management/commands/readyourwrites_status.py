@@ -10,7 +10,7 @@ from readyourwrites.state import state
 
 STATS = ("role, capacity, entries, evictions, floor, commits_recorded, checks_safe, checks_unsafe, "
          "waits_started, waits_reached, waits_timed_out, waits_promoted, waits_unreachable, "
-         "waits_cancelled, round(wait_time_ms::numeric, 1) AS wait_time_ms, waiting")
+         "waits_not_in_recovery, waits_cancelled, round(wait_time_ms::numeric, 1) AS wait_time_ms, waiting")
 
 
 class Command(BaseCommand):
