@@ -52,7 +52,9 @@ def pooler_main() -> int:
     django.setup()
     import test_pooler
 
-    test_pooler.CLUSTER = Cluster.attach(os.environ["RYW_SOCKET"], ports)
+    import base
+
+    test_pooler.CLUSTER = base.ClusterTestCase.cluster = Cluster.attach(os.environ["RYW_SOCKET"], ports)
     test_pooler.BOUNCER = PgBouncer.attach(bdir, int(bport))
     passed, failed = run_suite(test_pooler, os.environ.get("ONLY_POOLER"))
     print("pooler: %d passed, %d failed" % (passed, failed))
@@ -73,7 +75,9 @@ def main() -> int:
         start_site(cluster)
         import test_router
 
-        test_router.CLUSTER = cluster
+        import base
+
+        test_router.CLUSTER = base.ClusterTestCase.cluster = cluster
         only = os.environ.get("ONLY")  # e.g. ONLY=Policies.test_raise
         passed, failed = (0, 0) if os.environ.get("ONLY_POOLER") else run_suite(test_router, only)
 

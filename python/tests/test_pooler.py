@@ -21,27 +21,14 @@ from readyourwrites.drivers import parameter_status
 from readyourwrites.state import state
 from shop.models import Item
 
+from base import ClusterTestCase
+
 CLUSTER = None  # set by run_tests.py
 BOUNCER = None
-_ids = itertools.count(5000)
 
 
-class PoolerTestCase(unittest.TestCase):
-    def setUp(self):
-        for f in CLUSTER.followers:
-            f.resume()
-            CLUSTER.caught_up(f)
-        state.reset()
-        reset_config()
-        self.pk = next(_ids)
-        with use_leader():
-            Item.objects.create(pk=self.pk, value=0)
-        for f in CLUSTER.followers:
-            CLUSTER.caught_up(f)
-
-    def tearDown(self):
-        for f in CLUSTER.followers:
-            f.resume()
+class PoolerTestCase(ClusterTestCase):
+    ids = itertools.count(5000)
 
 
 class ThroughPgBouncer(PoolerTestCase):

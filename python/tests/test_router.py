@@ -28,9 +28,10 @@ from readyourwrites.drivers import parameter_status
 from readyourwrites.state import state
 from shop.models import Item
 
+from base import ClusterTestCase
+
 CLUSTER = None  # set by run_tests.py
 ALIASES = ("replica1", "replica2")
-_ids = itertools.count(1000)
 
 
 def settings_with(**changes):
@@ -41,25 +42,7 @@ def settings_with(**changes):
     return override_settings(READYOURWRITES=merged)
 
 
-class RouterTestCase(unittest.TestCase):
-    def setUp(self):
-        for f in CLUSTER.followers:
-            f.resume()
-        for f in CLUSTER.followers:
-            CLUSTER.caught_up(f)
-        state.reset()
-        reset_config()
-        self.pk = next(_ids)
-        with use_leader():
-            Item.objects.create(pk=self.pk, value=0)
-        for f in CLUSTER.followers:
-            CLUSTER.caught_up(f)
-
-    def tearDown(self):
-        for f in CLUSTER.followers:
-            f.resume()
-        reset_config()
-
+class RouterTestCase(ClusterTestCase):
     # helpers
     def follower(self, alias):
         return CLUSTER.followers[ALIASES.index(alias)]
