@@ -162,18 +162,18 @@ possibly_replayed(const FolIndex *ix, double t, Token tok)
 	return j == ix->n || token_reached(ix->sufmin[j], tok);
 }
 
-/* First i with prefmax[i] >= tok (prefmax only rises), or n. */
+/* First i with arr[i] >= tok, in an array whose values only rise, or n. */
 static size_t
-first_reached_by(const FolIndex *ix, Token tok)
+first_reaching(const Token *arr, size_t n, Token tok)
 {
 	size_t		lo = 0,
-				hi = ix->n;
+				hi = n;
 
 	while (lo < hi)
 	{
 		size_t		mid = (lo + hi) / 2;
 
-		if (token_reached(ix->prefmax[mid], tok))
+		if (token_reached(arr[mid], tok))
 			hi = mid;
 		else
 			lo = mid + 1;
@@ -181,23 +181,18 @@ first_reached_by(const FolIndex *ix, Token tok)
 	return lo;
 }
 
+/* First i with prefmax[i] >= tok (prefmax only rises), or n. */
+static size_t
+first_reached_by(const FolIndex *ix, Token tok)
+{
+	return first_reaching(ix->prefmax, ix->n, tok);
+}
+
 /* First j from which every observation sent shows >= tok, or n. */
 static size_t
 first_reached_from(const FolIndex *ix, Token tok)
 {
-	size_t		lo = 0,
-				hi = ix->n;
-
-	while (lo < hi)
-	{
-		size_t		mid = (lo + hi) / 2;
-
-		if (token_reached(ix->sufmin[mid], tok))
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return lo;
+	return first_reaching(ix->sufmin, ix->n, tok);
 }
 
 void

@@ -40,16 +40,22 @@ sleep_ms(double ms)
 		;
 }
 
+static void
+vnote(const char *fmt, va_list ap)
+{
+	fprintf(stderr, "distbench: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 void
 die(const char *fmt,...)
 {
 	va_list		ap;
 
-	fprintf(stderr, "distbench: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vnote(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	exit(2);
 }
 
@@ -58,11 +64,9 @@ note(const char *fmt,...)
 {
 	va_list		ap;
 
-	fprintf(stderr, "distbench: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vnote(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 void *

@@ -5,13 +5,11 @@ session's own save at the end of the request (the login case) runs inside
 the context and is recorded under the session's key.
 """
 import asyncio
-import logging
 from typing import Any, Callable, Iterator
 
 from .conf import get_config
 from .context import RoutingContext, activate, leader_commit
-from .router import context_token, finish_context, refresh_own
-from .state import state
+from .router import finish_context
 from .tokens import parse_token
 
 try:
@@ -25,7 +23,6 @@ except ImportError:  # asgiref < 3.6 (Django 3.2 to 4.1 allow it)
 
 __all__ = ["ReadYourWritesMiddleware"]
 
-logger = logging.getLogger("readyourwrites")
 _COOKIE_SALT = "readyourwrites"
 
 
@@ -59,14 +56,8 @@ class ReadYourWritesMiddleware:
         if not ctx.wrote:
             return
         config = get_config()
-        try:
-            refresh_own(ctx)
-            token = context_token(ctx) if ctx.token is None else ctx.token
-        except Exception as e:
-            logger.warning("could not learn the token of the request's writes (%s)", e)
-            token = ctx.token
         finish_context(ctx)
-        state.saw_leader_at(token)
+        token = ctx.token
         if token is not None and config.token_store == "cookie" and not getattr(response, "streaming", False):
             response.set_signed_cookie(config.cookie_name, str(token), salt=_COOKIE_SALT,
                                        max_age=config.cookie_max_age, httponly=True, samesite="Lax",

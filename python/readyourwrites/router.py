@@ -29,7 +29,7 @@ from django.db import DatabaseError, connections, transaction
 from django.db.backends.signals import connection_created
 
 from .conf import get_config
-from .context import RoutingContext, current
+from .context import RoutingContext, current, leader_commit
 from .drivers import parameter_status, raw_connection
 from .state import state
 from .tokens import Token, parse_token
@@ -63,10 +63,6 @@ def _in_event_loop() -> bool:
     return True
 
 
-def _reported_commit(alias: str) -> Optional[str]:
-    return parameter_status(raw_connection(connections[alias]), "distributed.last_commit") or None
-
-
 def _note_commit(token: Optional[Token]) -> None:
     """A commit of this thread's leader connection reported token."""
     if token is None:
@@ -86,7 +82,7 @@ def refresh_own(ctx: Optional[RoutingContext]) -> Optional[str]:
     began (or since last looked) as the context's own: no query.  Catches
     commits the wrappers cannot see, such as a transaction opened after the
     write was routed (Model.save) or raw SQL."""
-    reported = _reported_commit(get_config().leader)
+    reported = leader_commit()
     if ctx is not None and reported is not None and reported != ctx.baseline:
         ctx.baseline = reported
         _note_commit(parse_token(reported))
@@ -94,7 +90,7 @@ def refresh_own(ctx: Optional[RoutingContext]) -> Optional[str]:
 
 
 def _capture_after_commit() -> None:
-    _note_commit(parse_token(_reported_commit(get_config().leader)))
+    _note_commit(parse_token(leader_commit()))
 
 
 def own_token(config: Any) -> Optional[Token]:
@@ -116,18 +112,25 @@ def own_token(config: Any) -> Optional[Token]:
         return parse_token(cur.fetchone()[0])
 
 
+def _own_writes(ctx: RoutingContext) -> None:
+    """Bring ctx.token up to the context's own commits: from what the
+    leader connection reported (no query), or, when nothing was reported
+    after a write (a proxy that drops ParameterStatus), by asking."""
+    reported = refresh_own(ctx)
+    if ctx.wrote and ctx.token is None and reported is None:
+        ctx.raise_token(own_token(get_config()))
+
+
 def context_token(ctx: Optional[RoutingContext]) -> Optional[Token]:
     """The highest token the current code must see, looking the key up at
     most once per key and context."""
     config = get_config()
-    reported = refresh_own(ctx)
     if ctx is None:
         # no request or task context: honour this thread's own writes
-        tokens = [getattr(_thread, "own", None), parse_token(reported)]
+        tokens = [getattr(_thread, "own", None), parse_token(leader_commit())]
         tokens = [t for t in tokens if t is not None]
         return max(tokens) if tokens else None
-    if ctx.wrote and ctx.token is None and reported is None:
-        ctx.raise_token(own_token(config))
+    _own_writes(ctx)
     key = ctx.key()
     if key and config.token_store == "leader" and key not in ctx.looked_up:
         with connections[config.leader].cursor() as cur:
@@ -147,14 +150,18 @@ def finish_context(ctx: Optional[RoutingContext]) -> None:
     transaction behind a transaction pooler, and writes made before the
     session key changed without a write under the new key (a login with a
     cache or cookie session engine).  Needs EXECUTE on distributed.record.
-    Never raises: the writes have committed, and the response must go out."""
+    Leaves ctx.token at the context's own writes.  Never raises: the writes
+    have committed, and the response must go out."""
     if ctx is None:
         return
     config = get_config()
+    if ctx.wrote and not _in_event_loop():
+        try:
+            _own_writes(ctx)
+        except DatabaseError as e:
+            logger.warning("could not learn the token of the context's writes (%s)", e)
     if config.token_store != "leader":
         return
-    if not _in_event_loop():
-        refresh_own(ctx)
     try:
         final = ctx.key()
     except Exception:
@@ -200,7 +207,8 @@ class ReadYourWritesRouter:
         _watch_leader(config.leader)
         if ctx is not None:
             ctx.wrote = True
-        if conn.in_atomic_block:
+        if conn.in_atomic_block and not any(
+                entry[1] is _capture_after_commit for entry in conn.run_on_commit):
             transaction.on_commit(_capture_after_commit, using=config.leader)
         if config.token_store == "leader":
             key = ctx.key() if ctx is not None else None
@@ -314,8 +322,7 @@ class ReadYourWritesRouter:
         fail are skipped for the cool-down."""
         for alias in aliases:
             conn = connections[alias]
-            raw = raw_connection(conn)
-            if raw is not None and (getattr(raw, "closed", False) or getattr(raw, "broken", False)):
+            if _raw_broken(conn):
                 conn.close()  # broken earlier: reconnect rather than fail the read
             try:
                 conn.ensure_connection()
@@ -463,7 +470,7 @@ connection_created.connect(_on_connection_created, dispatch_uid="readyourwrites.
 def _watch_leader(alias: str) -> None:
     conn = connections[alias]
     if not getattr(conn, "_readyourwrites_watched", False):
-        conn.execute_wrappers.insert(0, _LeaderWrapper(alias))
+        conn.execute_wrappers.insert(0, _LeaderWrapper())
         conn._readyourwrites_watched = True
 
 
@@ -480,24 +487,26 @@ class _LeaderWrapper:
     arrives in ParameterStatus with the reply of the statement that
     committed (an autocommit write, or a COMMIT sent as SQL)."""
 
-    def __init__(self, alias: str):
-        self.alias = alias
-
     def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        before = _reported_commit(self.alias)
+        before = leader_commit()
         result = execute(sql, params, many, context)
-        after = _reported_commit(self.alias)
+        after = leader_commit()
         if after is not None and after != before:
             _note_commit(parse_token(after))
         return result
+
+
+def _raw_broken(conn: Any) -> bool:
+    """Does the driver say the connection is closed or broken?"""
+    raw = raw_connection(conn)
+    return raw is not None and bool(getattr(raw, "closed", False) or getattr(raw, "broken", False))
 
 
 def _broken(error: Exception, conn: Any) -> bool:
     """Did the connection itself fail (rather than the query)?"""
     from django.db import DataError, IntegrityError, NotSupportedError, ProgrammingError
 
-    raw = raw_connection(conn)
-    if raw is not None and (getattr(raw, "closed", False) or getattr(raw, "broken", False)):
+    if _raw_broken(conn):
         return True
     code = _sqlstate(error)
     if code is not None:

@@ -9,7 +9,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Deque, Dict, Iterable, Optional, Tuple
 
 from .tokens import Token
 

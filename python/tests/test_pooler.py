@@ -10,13 +10,11 @@ import itertools
 import json
 import threading
 import time
-import unittest
 
 from django.db import connections, transaction
 from django.test import Client
 
 from readyourwrites import acting_for, hash_key, use_leader
-from readyourwrites.conf import reset_config
 from readyourwrites.drivers import parameter_status
 from readyourwrites.state import state
 from shop.models import Item

@@ -6,7 +6,6 @@ follower, "replica2" the second.
 """
 import asyncio
 import io
-import itertools
 import json
 import os
 import subprocess
@@ -288,15 +287,15 @@ class TokenPaths(RouterTestCase):
     def test_token_from_the_function_when_a_proxy_drops_parameter_status(self):
         from unittest import mock
 
-        from readyourwrites import router
+        from readyourwrites import drivers
 
-        real = router.parameter_status
+        real = drivers.parameter_status
 
         def dropping(raw, name):  # a proxy that passes no ParameterStatus
             return None if name == "distributed.last_commit" else real(raw, name)
 
         self.follower("replica1").pause()
-        with mock.patch.object(router, "parameter_status", dropping):
+        with mock.patch.object(drivers, "parameter_status", dropping):
             with acting_for(None):
                 ctx = readyourwrites.context.current()
                 Item.objects.filter(pk=self.pk).update(value=31)

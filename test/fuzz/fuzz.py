@@ -1022,7 +1022,7 @@ class Fuzz:
                 self.check(ps == val, 'ParameterStatus distributed.session_key differs from the SET value',
                            '%s vs %s' % (short(ps or ''), short(val)))
         # ALTER SYSTEM leaves a file behind on error; reset it in any case
-        res = self.call(s, stmts, bad_encoding=bad, hook=hook)
+        self.call(s, stmts, bad_encoding=bad, hook=hook)
         if b'ALTER SYSTEM' in stmts[0] and s.role == 'super' and s.alive():
             try:
                 c2 = s.conn.cursor()
@@ -1210,7 +1210,7 @@ class Fuzz:
         try:
             conn.execute('RESET ALL')
             ok = conn.execute('SELECT 1').fetchone()[0] == 1
-        except psycopg.Error as e:
+        except psycopg.Error:
             ok = False
         self.check(ok, 'backend not alive after a call on %s (extended protocol)' % server.name, repro)
         if not ok:
