@@ -9,7 +9,8 @@ OBJS = \
 	src/leader.o \
 	src/monitor.o \
 	src/shmem.o \
-	src/token.o
+	src/token.o \
+	src/waiter.o
 
 DATA = $(EXTENSION)--$(EXTVERSION).sql
 PGFILEDESC = "distributed - read-your-writes on streaming-replication followers"

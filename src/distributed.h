@@ -158,7 +158,12 @@ extern void DistXactCallback(XactEvent event, void *arg);
 extern void DistInstallUtilityHook(void);
 extern void DistReportReplayPosition(void);
 
-/* follower.c */
+/* waiter.c */
+extern TimestampTz dist_wait_started;
+extern void DistArm(DistToken token);
+extern void DistDisarm(void);
+extern void DistWaitCleanup(int code, Datum arg);
+extern bool DistWatcherRunning(void);
 extern void DistRegisterWatcher(void);
 PGDLLEXPORT void distributed_watcher_main(Datum main_arg);
 
