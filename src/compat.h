@@ -115,6 +115,35 @@ DistHoldsSnapshot(void)
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
 #endif
 
+/*
+ * The condition variable the startup process broadcasts after replaying
+ * each record, or NULL where there is none to sleep on.
+ *
+ * From PostgreSQL 16 on, ApplyWalRecord() calls WalSndWakeup(switchedTLI,
+ * true) after every record once lastReplayedEndRecPtr is updated, which
+ * broadcasts WalSndCtl->wal_replay_cv (for logical walsenders on a
+ * standby), and StartupXLOG() calls WalSndWakeup(true, true) once recovery
+ * has ended.  The former only while AllowCascadeReplication(), that is
+ * hot_standby on and max_wal_senders > 0; both are fixed at server start,
+ * so one look when the watcher starts is enough.  Before 16 walsenders
+ * were woken through their latches and there is no such variable.
+ */
+#if PG_VERSION_NUM >= 160000
+#include "replication/walreceiver.h"
+#include "replication/walsender_private.h"
+#endif
+#include "storage/condition_variable.h"
+
+static inline ConditionVariable *
+DistReplayConditionVariable(void)
+{
+#if PG_VERSION_NUM >= 160000
+	if (AllowCascadeReplication())
+		return &WalSndCtl->wal_replay_cv;
+#endif
+	return NULL;
+}
+
 /* Wait event shown in pg_stat_activity while a backend waits for replay. */
 extern uint32 dist_wait_event_replay;
 

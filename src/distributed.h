@@ -20,6 +20,7 @@
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "lib/ilist.h"
+#include "lib/pairingheap.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -74,11 +75,22 @@ typedef struct DistPartition
 	int			capacity;
 } DistPartition;
 
-/* A backend waiting for replay; slots are indexed by PGPROC number. */
+/*
+ * A backend waiting for replay; slots are indexed by PGPROC number.  See
+ * waiter.c for the protocol.
+ */
+typedef enum DistWaiterState
+{
+	DIST_WAITER_IDLE,			/* not armed: nobody will wake it */
+	DIST_WAITER_QUEUED,			/* in the queue of armed waiters */
+	DIST_WAITER_PARKED			/* armed for a later timeline */
+} DistWaiterState;
+
 typedef struct DistWaiter
 {
-	bool		in_use;
-	bool		armed;			/* the watcher should wake it at lsn/tli */
+	pairingheap_node node;		/* in the queue while QUEUED */
+	DistWaiterState state;		/* protected by waiters_lock */
+	bool		in_use;			/* a wait is in progress; set by its owner */
 	int			pid;
 	TimeLineID	tli;
 	XLogRecPtr	lsn;
@@ -114,10 +126,13 @@ typedef struct DistShared
 	int			capacity;
 	DistPartition partitions[DIST_MAX_PARTITIONS];
 
-	/* waiters; protected by waiters_lock */
-	LWLock	   *waiters_lock;
+	/* waiters; see waiter.c */
+	LWLock	   *waiters_lock;	/* protects the queue, narmed, watcher_* */
 	int			nslots;
-	int			nwaiting;		/* slots in use */
+	pg_atomic_uint32 nwaiting;	/* slots in use */
+	pairingheap queue;			/* QUEUED waiters, lowest LSN first */
+	int			narmed;			/* QUEUED or PARKED waiters */
+	pg_atomic_uint64 first_lsn; /* LSN of the queue's first, or UINT64_MAX */
 	Latch	   *watcher_latch;	/* NULL while the watcher is not running */
 	int			watcher_pid;
 
@@ -160,10 +175,10 @@ extern void DistReportReplayPosition(void);
 
 /* waiter.c */
 extern TimestampTz dist_wait_started;
-extern void DistArm(DistToken token);
+extern void DistWaitersShmemInit(void);
+extern bool DistSleepUntil(DistToken token, TimestampTz deadline);
 extern void DistDisarm(void);
 extern void DistWaitCleanup(int code, Datum arg);
-extern bool DistWatcherRunning(void);
 extern void DistRegisterWatcher(void);
 PGDLLEXPORT void distributed_watcher_main(Datum main_arg);
 

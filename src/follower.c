@@ -213,32 +213,13 @@ DistWait(DistToken token, int32 timeout_ms)
 
 		PG_ENSURE_ERROR_CLEANUP(DistWaitCleanup, (Datum) 0);
 		{
-			for (;;)
+			/* arm, check, sleep, check, ...: see DistSleepUntil() */
+			while (DistSleepUntil(token, deadline))
 			{
-				TimestampTz now;
-				long		remaining;
-				int			rc;
-
-				DistArm(token);
+				CHECK_FOR_INTERRUPTS();
 				state = DistTokenState(token);
 				if (state != DIST_PENDING)
 					break;
-
-				now = GetCurrentTimestamp();
-				if (now >= deadline)
-					break;
-				remaining = (long) ((deadline - now + 999) / 1000);
-				if (remaining > PG_INT32_MAX)
-					remaining = PG_INT32_MAX;
-				if (!DistWatcherRunning())
-					remaining = Min(remaining, dist_watch_interval_ms);
-
-				rc = WaitLatch(MyLatch,
-							   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							   remaining, dist_wait_event_replay);
-				if (rc & WL_LATCH_SET)
-					ResetLatch(MyLatch);
-				CHECK_FOR_INTERRUPTS();
 			}
 		}
 		PG_END_ENSURE_ERROR_CLEANUP(DistWaitCleanup, (Datum) 0);

@@ -100,9 +100,7 @@ distributed_get_stats(PG_FUNCTION_ARGS)
 		entries += hash_get_num_entries(dist_tables[part]);
 		LWLockRelease(dist_shared->partitions[part].lock);
 	}
-	LWLockAcquire(dist_shared->waiters_lock, LW_SHARED);
-	nwaiting = dist_shared->nwaiting;
-	LWLockRelease(dist_shared->waiters_lock);
+	nwaiting = (int) pg_atomic_read_u32(&dist_shared->nwaiting);
 	DistEnsureFloor();
 	DistReadFloor(&ftli, &flsn);
 

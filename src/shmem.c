@@ -10,8 +10,8 @@
  * Locking:
  *	- each map partition has its own LWLock (tranche "distributed_map");
  *	  it protects that partition's table, LRU list and entries.
- *	- waiters_lock (tranche "distributed_waiters") protects the waiter
- *	  slots, nwaiting and the watcher's latch.
+ *	- waiters_lock (tranche "distributed_waiters") protects the queue of
+ *	  armed waiters and the watcher's latch (see waiter.c).
  *	- floor_lock, a spinlock, protects the floor.  It may be taken while a
  *	  partition lock is held, never the other way around.
  *	- counters are atomics and need no lock.
@@ -147,10 +147,7 @@ DistShmemStartup(void)
 		dist_shared->waiters_lock =
 			&(GetNamedLWLockTranche("distributed_waiters"))->lock;
 		dist_shared->nslots = nslots;
-		dist_shared->nwaiting = 0;
-		dist_shared->watcher_latch = NULL;
-		dist_shared->watcher_pid = 0;
-		memset(dist_shared->waiters, 0, nslots * sizeof(DistWaiter));
+		DistWaitersShmemInit();
 
 		pg_atomic_init_u64(&dist_shared->counters.evictions, 0);
 		pg_atomic_init_u64(&dist_shared->counters.checks_safe, 0);
