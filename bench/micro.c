@@ -18,7 +18,12 @@
  * Idle cost: with replay paused, the CPU time (user + system, from /proc)
  * of every process of the follower over a period, nobody waiting and then
  * n waiters asleep, as a share of one core; the replay watcher's own share
- * separately.
+ * separately; and how often the watcher and the sleeping waiters woke up
+ * meanwhile (their context switches, from /proc/<pid>/status), which is
+ * exact where CPU time is counted in 10 ms ticks.
+ *
+ * --rounds-one 0 leaves out the single-waiter rounds and --cpu-seconds 0
+ * the idle cost (bench/run.sh measures 1,000 waiters that way).
  *
  *-------------------------------------------------------------------------
  */
@@ -28,6 +33,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 typedef struct Micro
@@ -36,7 +42,72 @@ typedef struct Micro
 	PGconn	   *leader;
 	PGconn	   *ctl;			/* the follower, for control */
 	PGconn	  **w;				/* waiter connections to the follower */
+	long		postmaster;		/* the follower's, for its CPU time */
+	double		round_cpu;		/* follower CPU seconds in the rounds so far */
+	double		round_queued;	/* its seconds runnable but not running */
+	double		client_cpu;		/* our CPU seconds, likewise */
 } Micro;
+
+/*
+ * Nanosecond CPU time and run-queue wait, summed over the postmaster's
+ * children, from /proc/<pid>/schedstat (ticks in /proc/<pid>/stat are too
+ * coarse for a few microseconds in each of many processes).
+ */
+static void
+sched_seconds(long postmaster, double *run, double *queued)
+{
+	DIR		   *d = opendir("/proc");
+	struct dirent *e;
+
+	*run = *queued = 0;
+	if (d == NULL)
+		die("cannot read /proc");
+	while ((e = readdir(d)) != NULL)
+	{
+		char		path[64],
+					buf[512],
+				   *p;
+		FILE	   *f;
+		long		me = atol(e->d_name),
+					ppid;
+		unsigned long long r,
+					q;
+		size_t		len;
+
+		if (me <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", me);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[len] = '\0';
+		if ((p = strrchr(buf, ')')) == NULL ||
+			sscanf(p + 2, "%*c %ld", &ppid) != 1 || ppid != postmaster)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/schedstat", me);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		if (fscanf(f, "%llu %llu", &r, &q) == 2)
+		{
+			*run += r / 1e9;
+			*queued += q / 1e9;
+		}
+		fclose(f);
+	}
+	closedir(d);
+}
+
+/* CPU seconds (user + system) of this process so far. */
+static double
+own_cpu_seconds(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+		(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
 
 static void
 pause_replay(Micro *m)
@@ -146,15 +217,26 @@ static void
 latency_round(Micro *m, int n, Samples *out, Samples *firsts)
 {
 	char		tok[64];
-	double		resumed;
+	double		resumed,
+				r0,
+				q0,
+				r1,
+				q1,
+				o0;
 
 	pause_replay(m);
 	leader_commit(m, tok, sizeof(tok));
 	start_waiters(m, n, tok, 60000);
 	wait_for_waiters(m, n);
 	sleep_ms(50);
+	sched_seconds(m->postmaster, &r0, &q0);
+	o0 = own_cpu_seconds();
 	resumed = resume_replay(m);
 	samples_add(firsts, finish_waiters(m, n, resumed, out));
+	m->client_cpu += own_cpu_seconds() - o0;
+	sched_seconds(m->postmaster, &r1, &q1);
+	m->round_cpu += r1 - r0;
+	m->round_queued += q1 - q0;
 }
 
 /* CPU seconds (user + system) of pid, or of the postmaster pid and its children. */
@@ -202,17 +284,66 @@ cpu_seconds(long pid, bool children)
 	return ticks / hz;
 }
 
+/* Context switches (voluntary + involuntary) of pid so far: its wake-ups. */
+static long
+switches(long pid)
+{
+	char		path[64],
+				line[256];
+	FILE	   *f;
+	long		n = 0,
+				v;
+
+	snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1 ||
+			sscanf(line, "nonvoluntary_ctxt_switches: %ld", &v) == 1)
+			n += v;
+	fclose(f);
+	return n;
+}
+
+static long
+switches_of(long *pids, int n)
+{
+	long		total = 0;
+
+	for (int i = 0; i < n; i++)
+		total += switches(pids[i]);
+	return total;
+}
+
 /* Share of one core used by the follower (and its watcher) over cpu_s. */
 static void
-cpu_share(Micro *m, long postmaster, long watcher, double *all, double *watch)
+cpu_share(Micro *m, long postmaster, long watcher, double *all, double *watch,
+		  long *pids, int npids, long *wakeups)
 {
 	double		c0 = cpu_seconds(postmaster, true),
 				w0 = cpu_seconds(watcher, false),
 				t0 = now_ms();
+	long		s0 = switches(watcher) + switches_of(pids, npids);
 
 	sleep_ms(m->cfg->cpu_s * 1000);
+	*wakeups = switches(watcher) + switches_of(pids, npids) - s0;
 	*all = (cpu_seconds(postmaster, true) - c0) / ((now_ms() - t0) / 1000) * 100;
 	*watch = (cpu_seconds(watcher, false) - w0) / ((now_ms() - t0) / 1000) * 100;
+}
+
+/* The pids of the backends in distributed.waiters (at most n). */
+static int
+waiter_pids(Micro *m, long *pids, int n)
+{
+	PGresult   *res = PQexec(m->ctl, "SELECT pid FROM distributed.waiters");
+	int			got = 0;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		die("waiters: %s", PQerrorMessage(m->ctl));
+	for (int i = 0; i < PQntuples(res) && got < n; i++)
+		pids[got++] = atol(PQgetvalue(res, i, 0));
+	PQclear(res);
+	return got;
 }
 
 static long
@@ -234,20 +365,26 @@ follower_postmaster(Micro *m)
 int
 micro_main(MicroConfig *cfg)
 {
-	Micro		m = {cfg, NULL, NULL, NULL};
+	Micro		m = {cfg, NULL, NULL, NULL, 0, 0, 0, 0};
 	Samples		one = {0},
 				many = {0},
 				one_first = {0},
 				many_first = {0};
 	char		tok[64],
 				sql[256],
-			   *v;
+			   *v,
+			   *version;
 	long		postmaster,
-				watcher;
-	double		idle_all,
-				idle_watch,
-				busy_all,
-				busy_watch;
+				watcher,
+			   *pids;
+	int			npids = 0;
+	double		idle_all = NAN,
+				idle_watch = NAN,
+				busy_all = NAN,
+				busy_watch = NAN;
+	long		idle_wakeups = 0,
+				busy_wakeups = 0;
+	bool		cpu = cfg->cpu_s > 0;
 	FILE	   *f;
 
 	m.leader = db_connect(cfg->leader, "the leader");
@@ -255,6 +392,9 @@ micro_main(MicroConfig *cfg)
 	db_exec(m.leader, "SET client_min_messages = warning");
 	db_exec(m.leader, "CREATE EXTENSION IF NOT EXISTS distributed");
 	db_exec(m.leader, "CREATE TABLE IF NOT EXISTS distbench_wake (x int)");
+	version = db_value(m.ctl, "SELECT current_setting('server_version') || ', max_wal_senders ' || "
+					   "current_setting('max_wal_senders') || ', watch_interval ' || "
+					   "current_setting('distributed.watch_interval')");
 	v = db_value(m.leader, "SELECT pg_current_wal_flush_lsn()");
 	snprintf(sql, sizeof(sql), "SELECT pg_last_wal_replay_lsn() >= '%s'::pg_lsn", v);
 	free(v);
@@ -273,6 +413,7 @@ micro_main(MicroConfig *cfg)
 	}
 
 	m.w = calloc(cfg->waiters, sizeof(PGconn *));
+	pids = calloc(cfg->waiters, sizeof(long));
 	for (int i = 0; i < cfg->waiters; i++)
 	{
 		m.w[i] = db_connect(cfg->follower, "the follower");
@@ -281,51 +422,73 @@ micro_main(MicroConfig *cfg)
 				   "extract(epoch FROM clock_timestamp())");
 	}
 
-	note("wake-up latency: %d rounds of 1 waiter", cfg->rounds_one);
-	for (int i = 0; i < cfg->rounds_one; i++)
-		latency_round(&m, 1, &one, &one_first);
+	m.postmaster = postmaster = follower_postmaster(&m);
+	note("follower: PostgreSQL %s", version);
+	if (cfg->rounds_one > 0)
+	{
+		note("wake-up latency: %d rounds of 1 waiter", cfg->rounds_one);
+		for (int i = 0; i < cfg->rounds_one; i++)
+			latency_round(&m, 1, &one, &one_first);
+	}
 	note("wake-up latency: %d rounds of %d waiters", cfg->rounds_many, cfg->waiters);
+	m.round_cpu = m.round_queued = m.client_cpu = 0;
 	for (int i = 0; i < cfg->rounds_many; i++)
 		latency_round(&m, cfg->waiters, &many, &many_first);
 
-	note("CPU of %d idle waiters: 2 x %.0f s", cfg->waiters, cfg->cpu_s);
-	postmaster = follower_postmaster(&m);
-	v = db_value(m.ctl, "SELECT watcher_pid FROM distributed.stats");
-	watcher = v ? atol(v) : -1;
-	free(v);
-	pause_replay(&m);
-	cpu_share(&m, postmaster, watcher, &idle_all, &idle_watch);
-	leader_commit(&m, tok, sizeof(tok));
-	start_waiters(&m, cfg->waiters, tok, (int) (cfg->cpu_s * 1000) + 60000);
-	wait_for_waiters(&m, cfg->waiters);
-	cpu_share(&m, postmaster, watcher, &busy_all, &busy_watch);
-	(void) resume_replay(&m);
-	finish_waiters(&m, cfg->waiters, 0, NULL);
+	if (cpu)
+	{
+		note("CPU of %d idle waiters: 2 x %.0f s", cfg->waiters, cfg->cpu_s);
+		v = db_value(m.ctl, "SELECT watcher_pid FROM distributed.stats");
+		watcher = v ? atol(v) : -1;
+		free(v);
+		pause_replay(&m);
+		cpu_share(&m, postmaster, watcher, &idle_all, &idle_watch, NULL, 0,
+				  &idle_wakeups);
+		leader_commit(&m, tok, sizeof(tok));
+		start_waiters(&m, cfg->waiters, tok, (int) (cfg->cpu_s * 1000) + 60000);
+		wait_for_waiters(&m, cfg->waiters);
+		npids = waiter_pids(&m, pids, cfg->waiters);
+		/* let the last ones go to sleep before counting */
+		sleep_ms(200);
+		cpu_share(&m, postmaster, watcher, &busy_all, &busy_watch, pids, npids,
+				  &busy_wakeups);
+		(void) resume_replay(&m);
+		finish_waiters(&m, cfg->waiters, 0, NULL);
+	}
 
 	note("  1 waiter: p50 %.3f ms p99 %.3f ms; %d waiters: p50 %.3f ms p99 %.3f ms; "
-		 "CPU idle %.2f %%, %d waiting %.2f %%",
+		 "CPU idle %.2f %%, %d waiting %.2f %% (%ld wake-ups)",
 		 samples_pct(&one, 50), samples_pct(&one, 99), cfg->waiters,
 		 samples_pct(&many, 50), samples_pct(&many, 99), idle_all,
-		 cfg->waiters, busy_all);
+		 cfg->waiters, busy_all, busy_wakeups);
 
 	if (cfg->markdown)
 	{
 		f = strcmp(cfg->markdown, "-") == 0 ? stdout : fopen(cfg->markdown, "a");
 		if (f == NULL)
 			die("cannot open %s", cfg->markdown);
-		fprintf(f, "| measurement | result |\n|---|---|\n");
-		fprintf(f, "| wake-up latency, 1 waiter (%zu samples) | p50 %.3f ms, p99 %.3f ms, max %.3f ms |\n",
-				one.n, samples_pct(&one, 50), samples_pct(&one, 99), samples_pct(&one, 100));
+		fprintf(f, "| measurement (PostgreSQL %s) | result |\n|---|---|\n", version);
+		if (cfg->rounds_one > 0)
+			fprintf(f, "| wake-up latency, 1 waiter (%zu samples) | p50 %.3f ms, p99 %.3f ms, max %.3f ms |\n",
+					one.n, samples_pct(&one, 50), samples_pct(&one, 99), samples_pct(&one, 100));
 		fprintf(f, "| wake-up latency, %d waiters at once (%zu samples) | p50 %.3f ms, p99 %.3f ms, max %.3f ms |\n",
 				cfg->waiters, many.n, samples_pct(&many, 50), samples_pct(&many, 99),
 				samples_pct(&many, 100));
 		fprintf(f, "| %d waiters at once: the first woken in each round (%zu rounds) | p50 %.3f ms, max %.3f ms |\n",
 				cfg->waiters, many_first.n, samples_pct(&many_first, 50),
 				samples_pct(&many_first, 100));
-		fprintf(f, "| follower CPU over %.0f s, replay paused, nobody waiting | %.2f %% of one core (replay watcher %.2f %%) |\n",
-				cfg->cpu_s, idle_all, idle_watch);
-		fprintf(f, "| follower CPU over %.0f s, replay paused, %d waiters asleep | %.2f %% of one core (replay watcher %.2f %%) |\n\n",
-				cfg->cpu_s, cfg->waiters, busy_all, busy_watch);
+		fprintf(f, "| %d waiters at once, per waiter, from resume until its row was read: CPU time of the follower's processes; their time runnable but waiting for a core; CPU time of this client | %.1f µs; %.1f µs; %.1f µs |\n",
+				cfg->waiters, m.round_cpu * 1e6 / ((double) cfg->waiters * cfg->rounds_many),
+				m.round_queued * 1e6 / ((double) cfg->waiters * cfg->rounds_many),
+				m.client_cpu * 1e6 / ((double) cfg->waiters * cfg->rounds_many));
+		if (cpu)
+		{
+			fprintf(f, "| follower CPU over %.0f s, replay paused, nobody waiting | %.2f %% of one core (replay watcher %.2f %%; watcher wake-ups %ld) |\n",
+					cfg->cpu_s, idle_all, idle_watch, idle_wakeups);
+			fprintf(f, "| follower CPU over %.0f s, replay paused, %d waiters asleep | %.2f %% of one core (replay watcher %.2f %%); wake-ups of the watcher and the %d waiters: %ld |\n",
+					cfg->cpu_s, cfg->waiters, busy_all, busy_watch, npids, busy_wakeups);
+		}
+		fprintf(f, "\n");
 		if (f != stdout)
 			fclose(f);
 	}
@@ -343,6 +506,9 @@ micro_main(MicroConfig *cfg)
 
 	for (int i = 0; i < cfg->waiters; i++)
 		PQfinish(m.w[i]);
+	free(m.w);
+	free(pids);
+	free(version);
 	PQfinish(m.ctl);
 	PQfinish(m.leader);
 	return 0;

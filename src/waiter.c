@@ -67,8 +67,14 @@
 /* Timestamp of the current wait, for the cancellation counters. */
 TimestampTz dist_wait_started = 0;
 
-/* Latches set per hold of waiters_lock; see DistWakeWaiters(). */
-#define DIST_WAKE_BATCH		64
+/* Waiters taken off the queue per hold of waiters_lock. */
+#define DIST_WAKE_BATCH		16
+
+/* Waiters a woken waiter wakes in turn; see DistPassOn(). */
+#define DIST_PASS_ON		2
+
+static void DistWakeWaiters(bool wake_all, TimeLineID tli, XLogRecPtr replay,
+							int limit);
 
 /* ------------------------------------------------------------------------
  * The queue of armed waiters
@@ -183,6 +189,29 @@ DistWatcherRunning(void)
 }
 
 /*
+ * A waiter just woken wakes a few more of those replay has reached before
+ * it goes on, so that when many are woken at once the wake-ups spread
+ * like a tree over every process that runs instead of queueing behind the
+ * watcher: with hundreds of backends runnable on a few cores, the watcher
+ * gets only its share of them and would set the last latches late.  The
+ * watcher still wakes everyone reached itself; this only gets there first.
+ * Costs a read of replay and of an atomic when there is nobody to wake.
+ */
+static void
+DistPassOn(void)
+{
+	TimeLineID	tli;
+	XLogRecPtr	replay;
+
+	if (!RecoveryInProgress())
+		return;
+	replay = GetXLogReplayRecPtr(&tli);
+	if (replay < pg_atomic_read_u64(&dist_shared->first_lsn))
+		return;
+	DistWakeWaiters(false, tli, replay, DIST_PASS_ON);
+}
+
+/*
  * The sleeping half of a wait; DistWait() checks the token between calls:
  *
  *		for (;;)
@@ -236,7 +265,11 @@ DistSleepUntil(DistToken token, TimestampTz deadline)
 				   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 				   remaining, dist_wait_event_replay);
 	if (rc & WL_LATCH_SET)
+	{
 		ResetLatch(MyLatch);
+		if (slot->state == DIST_WAITER_IDLE)
+			DistPassOn();
+	}
 	return true;
 }
 
@@ -306,25 +339,28 @@ DistRegisterWatcher(void)
  * armed for a timeline after the one being replayed is parked instead: it
  * stays armed, out of the queue, until the timeline changes.
  *
- * At most DIST_WAKE_BATCH waiters are taken per hold of the lock, and
- * their latches set after it is released, so that the backends woken
- * first run while the rest are collected.
+ * At most limit waiters are woken in all, and at most DIST_WAKE_BATCH
+ * taken per hold of the lock, their latches set after it is released, so
+ * that the lock is never held long and the backends woken first run (and
+ * pass the wake-up on) while the rest are collected.
  */
 static void
-DistWakeWaiters(bool wake_all, TimeLineID tli, XLogRecPtr replay)
+DistWakeWaiters(bool wake_all, TimeLineID tli, XLogRecPtr replay, int limit)
 {
 	Latch	   *wake[DIST_WAKE_BATCH];
 	int			nwake;
+	int			batch;
 	int			next = 0;
 
 	do
 	{
+		batch = Min(limit, DIST_WAKE_BATCH);
 		nwake = 0;
 		LWLockAcquire(dist_shared->waiters_lock, LW_EXCLUSIVE);
 		if (wake_all)
 		{
 			/* rare (timeline switch, promotion, watcher exit): scan */
-			for (; next < dist_shared->nslots && nwake < DIST_WAKE_BATCH; next++)
+			for (; next < dist_shared->nslots && nwake < batch; next++)
 			{
 				DistWaiter *slot = &dist_shared->waiters[next];
 
@@ -339,7 +375,7 @@ DistWakeWaiters(bool wake_all, TimeLineID tli, XLogRecPtr replay)
 		}
 		else
 		{
-			while (nwake < DIST_WAKE_BATCH &&
+			while (nwake < batch &&
 				   !pairingheap_is_empty(&dist_shared->queue))
 			{
 				DistWaiter *slot = pairingheap_container(DistWaiter, node,
@@ -363,7 +399,8 @@ DistWakeWaiters(bool wake_all, TimeLineID tli, XLogRecPtr replay)
 
 		for (int i = 0; i < nwake; i++)
 			SetLatch(wake[i]);
-	} while (nwake == DIST_WAKE_BATCH);
+		limit -= nwake;
+	} while (nwake == batch && limit > 0);
 }
 
 static void
@@ -389,7 +426,7 @@ DistWatcherExit(int code, Datum arg)
 	 * new one starts.
 	 */
 	if (mine)
-		DistWakeWaiters(true, 0, InvalidXLogRecPtr);
+		DistWakeWaiters(true, 0, InvalidXLogRecPtr, INT_MAX);
 }
 
 /*
@@ -451,9 +488,9 @@ distributed_watcher_main(Datum main_arg)
 			if (in_recovery)
 				replay = GetXLogReplayRecPtr(&tli);
 			if (!in_recovery || tli != last_tli)
-				DistWakeWaiters(true, tli, replay);
+				DistWakeWaiters(true, tli, replay, INT_MAX);
 			else if (replay >= pg_atomic_read_u64(&dist_shared->first_lsn))
-				DistWakeWaiters(false, tli, replay);
+				DistWakeWaiters(false, tli, replay, INT_MAX);
 			last_tli = tli;
 
 			if (replay_cv == NULL || !in_recovery)
