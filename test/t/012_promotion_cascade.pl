@@ -114,7 +114,7 @@ $fa->promote;
 is($r[0]{error}, undef, 'A: the waiting function returned a status');
 is($r[0]{rows}[0][0], 'promoted', 'A: wait() in flight across the promotion returns promoted');
 @r = bg_finish($bg_ap);
-is($r[0]{error}{sqlstate}, '55000', 'A: CALL wait_for() in flight across the promotion raises 55000');
+is($r[0]{error}{sqlstate}, '55U02', 'A: CALL wait_for() in flight across the promotion raises 55U02');
 is(qry($fa, 'SELECT count(*) FROM distributed.waiters'), '0', 'A: no waiter left');
 
 is(qry($fa, 'SELECT pg_is_in_recovery()'), 'f', 'A is promoted');
