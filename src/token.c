@@ -210,10 +210,11 @@ DistLoadHistory(TimeLineID current)
 		fd = AllocateFile(path, "r");
 		if (fd == NULL)
 		{
+			/* unreadable or missing: either way this server cannot decide */
 			if (errno != ENOENT)
 				ereport(ERROR,
-						(errcode_for_file_access(),
-						 errmsg("could not open file \"%s\": %m", path)));
+						(errcode(ERRCODE_DIST_HISTORY_FILE),
+						 errmsg("could not open timeline history file \"%s\": %m", path)));
 			ereport(ERROR,
 					(errcode(ERRCODE_DIST_HISTORY_FILE),
 					 errmsg("timeline history file \"%s\" is missing", path),
@@ -259,8 +260,8 @@ DistLoadHistory(TimeLineID current)
 		}
 		if (ferror(fd))
 			ereport(ERROR,
-					(errcode_for_file_access(),
-					 errmsg("could not read file \"%s\": %m", path)));
+					(errcode(ERRCODE_DIST_HISTORY_FILE),
+					 errmsg("could not read timeline history file \"%s\": %m", path)));
 		FreeFile(fd);
 		pfree(line.data);
 		if (n == 0)
