@@ -42,6 +42,11 @@ SELECT distributed.wait(:'t', 10) AS wait_rc, distributed.is_replayed(:'t') AS r
 -- and the block can go on to commit
 DO $$ BEGIN CALL distributed.wait_for('0/1', 10); COMMIT; END $$;
 DO $$ BEGIN CALL distributed.wait_for('0/1', 10); ROLLBACK; PERFORM count(*) FROM items; END $$;
+-- under REPEATABLE READ a top-level DO block is not atomic either: the
+-- procedure ends the block's transaction, and the block goes on in a new one
+SET default_transaction_isolation = 'repeatable read';
+DO $$ BEGIN PERFORM count(*) FROM items; CALL distributed.wait_for('0/1', 10); PERFORM count(*) FROM items; END $$;
+RESET default_transaction_isolation;
 -- but not under a query that keeps its own snapshot
 DO $$ DECLARE r record; BEGIN
     FOR r IN SELECT id FROM items LIMIT 1 LOOP
