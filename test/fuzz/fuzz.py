@@ -21,7 +21,7 @@ Checked after every call:
   - the call took less than --slow seconds (waits use 0..50 ms timeouts);
 and, where the call succeeded, what it promises: a key never answers below
 its last commit, record() never returns below its token, statuses are one
-of the documented five, tokens read back in their text form, reported
+of the documented six, tokens read back in their text form, reported
 settings (ParameterStatus) match the values.
 At the end the server logs must show no crash ('terminated by signal',
 PANIC, TRAP, ...), and every ERROR/FATAL a client backend logged must
