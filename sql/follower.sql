@@ -46,6 +46,9 @@ DO $$ BEGIN CALL distributed.wait_for('0/1', 10); ROLLBACK; PERFORM count(*) FRO
 -- procedure ends the block's transaction, and the block goes on in a new one
 SET default_transaction_isolation = 'repeatable read';
 DO $$ BEGIN PERFORM count(*) FROM items; CALL distributed.wait_for('0/1', 10); PERFORM count(*) FROM items; END $$;
+-- but it does not commit what the block wrote
+DO $$ BEGIN INSERT INTO items VALUES (11, 'eleven'); CALL distributed.wait_for('0/1', 10); END $$;
+SELECT count(*) AS eleven FROM items WHERE id = 11;
 RESET default_transaction_isolation;
 -- but not under a query that keeps its own snapshot
 DO $$ DECLARE r record; BEGIN

@@ -590,13 +590,14 @@ DistWaitForCommon(FunctionCallInfo fcinfo, bool is_lsn)
 	 * held while sleeping, nor read with afterwards.  A non-atomic CALL (top
 	 * level in autocommit mode, the first statement of a pipeline) may end
 	 * its transaction, as a procedure that COMMITs does; the rest then runs
-	 * in a new transaction, which takes its snapshot after the wait.
+	 * in a new transaction, which takes its snapshot after the wait.  It
+	 * does not commit what a caller wrote (a DO block on the leader, say).
 	 * Anywhere else (a transaction block, a multi-statement query string)
 	 * the snapshot stays, and a wait could not serve the reads after it.
 	 */
 	if (IsolationUsesXactSnapshot() && FirstSnapshotSet)
 	{
-		if (ctx->atomic)
+		if (ctx->atomic || TransactionIdIsValid(GetTopTransactionIdIfAny()))
 			ereport(ERROR,
 					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 					 errmsg("cannot wait for replay in a transaction that has taken its snapshot"),
