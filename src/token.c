@@ -191,13 +191,14 @@ DistLoadHistory(TimeLineID current)
 {
 	TimeLineHistoryEntry *entries;
 	int			n = 0;
+	int			size = 8;
 	XLogRecPtr	last_end = InvalidXLogRecPtr;
 
 	/*
 	 * Parse into transaction memory (and a file that is closed at abort), so
 	 * that an error leaves nothing behind; keep only a complete history.
 	 */
-	entries = palloc(sizeof(TimeLineHistoryEntry) * current);
+	entries = palloc(sizeof(TimeLineHistoryEntry) * size);
 	if (current > 1)
 	{
 		char		path[MAXPGPATH];
@@ -251,6 +252,11 @@ DistLoadHistory(TimeLineID current)
 			if (end < last_end)
 				DistBadHistory(path, lineno, p,
 							   "Switch points must not decrease.");
+			if (n + 1 >= size)	/* keep room for the file's own timeline */
+			{
+				size *= 2;
+				entries = repalloc(entries, sizeof(TimeLineHistoryEntry) * size);
+			}
 			entries[n].tli = tli;
 			entries[n].begin = last_end;
 			entries[n].end = end;
