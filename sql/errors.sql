@@ -60,8 +60,9 @@ SET distributed.replay_position = '1:0/1';
 SET distributed.max_sessions = 10;
 -- unknown settings under the reserved prefix
 SET distributed.no_such_setting = 1;
--- the procedure in a transaction block: 25001
-BEGIN;
+-- the procedure in a REPEATABLE READ transaction that took its snapshot: 25001
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT 1 AS snapshot_taken;
 CALL distributed.wait_for('0/1', 0);
 ROLLBACK;
 \set VERBOSITY default
@@ -69,6 +70,7 @@ ROLLBACK;
 SELECT distributed.is_replayed('nonsense');
 SELECT distributed.session_token(repeat('k', 129));
 SELECT distributed.wait('0/1', -1);
-BEGIN;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT 1 AS snapshot_taken;
 CALL distributed.wait_for('0/1', 0);
 ROLLBACK;

@@ -7,7 +7,8 @@
  * record on the leader, or how far a follower has replayed.  Its text form
  * is "<timeline>:<lsn>", for example "1:0/3000148"; follower-side calls also
  * accept a bare LSN ("0/3000148"), which is then taken to be on whatever
- * timeline the server is on.
+ * timeline the server is on, and is answered only up to the server's first
+ * timeline switch (past it, it could name a write lost in a failover).
  *
  *-------------------------------------------------------------------------
  */
@@ -39,6 +40,14 @@
  * letter from I to Z is implementation-defined (PostgreSQL uses P), U here.
  */
 #define ERRCODE_DIST_UNREACHABLE	MAKE_SQLSTATE('5','5','U','0','1')
+/* The server was promoted while waiting (wait_for). */
+#define ERRCODE_DIST_PROMOTED		MAKE_SQLSTATE('5','5','U','0','2')
+/* The server is not a standby and does not hold the token (wait_for). */
+#define ERRCODE_DIST_NOT_IN_RECOVERY	MAKE_SQLSTATE('5','5','U','0','3')
+/* A timeline history file this server needs is missing or corrupt. */
+#define ERRCODE_DIST_HISTORY_FILE	MAKE_SQLSTATE('5','5','U','0','4')
+/* A token lies before the start of its own timeline on this server. */
+#define ERRCODE_DIST_BEFORE_TIMELINE	MAKE_SQLSTATE('5','5','U','0','5')
 
 /* Longest token text: "4294967295:FFFFFFFF/FFFFFFFF". */
 #define DIST_TOKEN_BUFLEN		32
@@ -55,7 +64,8 @@ typedef enum DistTokenStatus
 	DIST_REACHED,				/* replayed here (on a leader: held here) */
 	DIST_PENDING,				/* not yet, but replay may still reach it */
 	DIST_NEVER,					/* this server's timeline left before it */
-	DIST_NOT_IN_RECOVERY		/* not here, and this server replays no WAL */
+	DIST_NOT_IN_RECOVERY,		/* not here, and this server replays no WAL */
+	DIST_BEFORE_TIMELINE		/* before its timeline began here: no such write */
 } DistTokenStatus;
 
 /* One entry of the session map; the key must come first (dynahash). */
@@ -165,6 +175,7 @@ extern DistToken DistTokenFromText(text *t);
 extern void DistFormatToken(char *buf, TimeLineID tli, XLogRecPtr lsn);
 extern text *DistTokenToText(TimeLineID tli, XLogRecPtr lsn);
 extern DistTokenStatus DistTokenState(DistToken token);
+extern void DistRaiseBeforeTimeline(DistToken token);
 extern void DistCheckKey(const char *key, int len);
 extern const char *DistKeyBadChar(const char *key, int len);
 

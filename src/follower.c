@@ -12,12 +12,34 @@
  * The procedure form drops its snapshot before sleeping (as PostgreSQL
  * 17's reverted pg_wal_replay_wait did): a held snapshot can make replay
  * wait for it (a recovery conflict), which would hold back the very replay
- * being waited for.
+ * being waited for.  It needs no transaction control to do so: in READ
+ * COMMITTED every statement takes a new snapshot, so dropping the portal's
+ * snapshot is enough, also inside a transaction block or a multi-statement
+ * query string (where the CALL is atomic).  "CALL wait_for(...); SELECT
+ * ..." therefore works as one message, and the SELECT reads with a snapshot
+ * taken after the wait.
+ *
+ * An answer speaks for the caller's next snapshot.  Under REPEATABLE READ
+ * or SERIALIZABLE the transaction's snapshot was taken before any of these
+ * calls ran, and every later statement of the transaction reads with it;
+ * whether it sees the write cannot be told, so the functions never vouch
+ * for it there (is_replayed() is false, wait() answers 'stale_snapshot'
+ * without sleeping), and the procedure ends the transaction first where it
+ * may (a non-atomic CALL) and refuses where it may not.  In READ COMMITTED
+ * the statement that runs wait() keeps the snapshot it started with: it is
+ * the next statement that sees the write.
+ *
+ * Copyright (c) 2026, the distributed authors
+ *
+ * IDENTIFICATION
+ *	  src/follower.c
  *
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "access/xlog.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -43,7 +65,8 @@ typedef enum DistWaitResult
 	DIST_WAIT_TIMEOUT,
 	DIST_WAIT_PROMOTED,
 	DIST_WAIT_NOT_IN_RECOVERY,
-	DIST_WAIT_UNREACHABLE
+	DIST_WAIT_UNREACHABLE,
+	DIST_WAIT_STALE_SNAPSHOT
 } DistWaitResult;
 
 static const char *const dist_wait_result_names[] = {
@@ -51,7 +74,8 @@ static const char *const dist_wait_result_names[] = {
 	"timeout",
 	"promoted",
 	"not_in_recovery",
-	"unreachable"
+	"unreachable",
+	"stale_snapshot"
 };
 
 /* ------------------------------------------------------------------------
@@ -101,10 +125,35 @@ DistTimeoutArg(FunctionCallInfo fcinfo, int argno)
  * ------------------------------------------------------------------------
  */
 
+/*
+ * Will the caller's next statement read with a snapshot taken before this
+ * call?  Under REPEATABLE READ and SERIALIZABLE, once the transaction's
+ * snapshot is taken every later statement of the transaction uses it, and
+ * whether this statement is the transaction's last (autocommit) cannot be
+ * told from here: a pipeline or a DO block may go on in it.
+ */
+static bool
+DistSnapshotFixed(void)
+{
+	return IsolationUsesXactSnapshot() && FirstSnapshotSet;
+}
+
+/* DistTokenState(), rejecting a token that no write of this history has. */
+static DistTokenStatus
+DistTokenStateChecked(DistToken token)
+{
+	DistTokenStatus state = DistTokenState(token);
+
+	if (state == DIST_BEFORE_TIMELINE)
+		DistRaiseBeforeTimeline(token);
+	return state;
+}
+
 static bool
 DistIsReplayed(DistToken token)
 {
-	bool		safe = DistTokenState(token) == DIST_REACHED;
+	bool		safe = DistTokenStateChecked(token) == DIST_REACHED &&
+		!DistSnapshotFixed();
 
 	pg_atomic_fetch_add_u64(safe ? &dist_shared->counters.checks_safe :
 							&dist_shared->counters.checks_unsafe, 1);
@@ -182,10 +231,36 @@ DistResultOf(DistTokenStatus state, DistToken token, bool began_in_recovery)
 			return DIST_WAIT_UNREACHABLE;
 		case DIST_NOT_IN_RECOVERY:
 			return began_in_recovery ? DIST_WAIT_PROMOTED : DIST_WAIT_NOT_IN_RECOVERY;
+		case DIST_BEFORE_TIMELINE:
+			DistRaiseBeforeTimeline(token);
+			break;
 		case DIST_PENDING:
 			break;
 	}
 	return DIST_WAIT_TIMEOUT;
+}
+
+/*
+ * wait() in a transaction whose snapshot is fixed (see DistSnapshotFixed):
+ * sleeping cannot make that snapshot see anything, so answer at once, and
+ * never 'reached'.  Counted as a check, not a wait.
+ */
+static DistWaitResult
+DistWaitFixedSnapshot(DistToken token)
+{
+	DistTokenStatus state = DistTokenStateChecked(token);
+
+	pg_atomic_fetch_add_u64(&dist_shared->counters.checks_unsafe, 1);
+	switch (state)
+	{
+		case DIST_NEVER:
+			return DIST_WAIT_UNREACHABLE;
+		case DIST_NOT_IN_RECOVERY:
+			return DIST_WAIT_NOT_IN_RECOVERY;
+		default:
+			break;
+	}
+	return DIST_WAIT_STALE_SNAPSHOT;
 }
 
 static DistWaitResult
@@ -201,7 +276,8 @@ DistWait(DistToken token, int32 timeout_ms)
 	deadline = TimestampTzPlusMilliseconds(dist_wait_started, timeout_ms);
 	pg_atomic_fetch_add_u64(&dist_shared->counters.waits_started, 1);
 
-	state = DistTokenState(token);
+	/* follower: reject a token before its timeline began, before arming */
+	state = DistTokenStateChecked(token);
 	if (state == DIST_PENDING && timeout_ms > 0)
 	{
 		/*
@@ -257,6 +333,15 @@ DistWaitResultDatum(DistWaitResult result)
 	return PointerGetDatum(cstring_to_text(dist_wait_result_names[result]));
 }
 
+/* The function form: a status for the caller's next statement. */
+static Datum
+DistWaitFunction(DistToken token, int32 timeout)
+{
+	if (DistSnapshotFixed())
+		return DistWaitResultDatum(DistWaitFixedSnapshot(token));
+	return DistWaitResultDatum(DistWait(token, timeout));
+}
+
 PG_FUNCTION_INFO_V1(distributed_wait);
 Datum
 distributed_wait(PG_FUNCTION_ARGS)
@@ -267,7 +352,7 @@ distributed_wait(PG_FUNCTION_ARGS)
 	DistCheckLoaded();
 	token = DistTokenArg(fcinfo, 0, false);
 	timeout = DistTimeoutArg(fcinfo, 1);
-	return DistWaitResultDatum(DistWait(token, timeout));
+	return DistWaitFunction(token, timeout);
 }
 
 PG_FUNCTION_INFO_V1(distributed_wait_lsn);
@@ -280,7 +365,7 @@ distributed_wait_lsn(PG_FUNCTION_ARGS)
 	DistCheckLoaded();
 	token = DistTokenArg(fcinfo, 0, true);
 	timeout = DistTimeoutArg(fcinfo, 1);
-	return DistWaitResultDatum(DistWait(token, timeout));
+	return DistWaitFunction(token, timeout);
 }
 
 /*
@@ -293,6 +378,7 @@ DistRaiseWaitResult(DistWaitResult result, DistToken token, int32 timeout)
 {
 	TimeLineID	tli = 0;
 	XLogRecPtr	pos;
+	bool		bare = token.tli == 0;
 
 	if (result == DIST_WAIT_REACHED)
 		return;
@@ -325,19 +411,26 @@ DistRaiseWaitResult(DistWaitResult result, DistToken token, int32 timeout)
 			break;
 		case DIST_WAIT_PROMOTED:
 			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					(errcode(ERRCODE_DIST_PROMOTED),
 					 errmsg("server was promoted while waiting for replay of %u:%X/%X",
 							token.tli, LSN_FORMAT_ARGS(token.lsn)),
 					 errdetail("Recovery ended before replaying that position; on the new timeline it may never hold that write.")));
 			break;
 		case DIST_WAIT_NOT_IN_RECOVERY:
 			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					(errcode(ERRCODE_DIST_NOT_IN_RECOVERY),
 					 errmsg("recovery is not in progress"),
 					 errdetail("This server is not a standby and has not written %X/%X; it will never replay it.",
 							   LSN_FORMAT_ARGS(token.lsn))));
 			break;
 		case DIST_WAIT_UNREACHABLE:
+			if (bare)
+				ereport(ERROR,
+						(errcode(ERRCODE_DIST_UNREACHABLE),
+						 errmsg("LSN %X/%X lies past this server's first timeline switch",
+								LSN_FORMAT_ARGS(token.lsn)),
+						 errdetail("Past that point a bare LSN could name a write lost with a former leader as well as one of this server's history."),
+						 errhint("Pass the token with its timeline, as \"<timeline>:<lsn>\".")));
 			ereport(ERROR,
 					(errcode(ERRCODE_DIST_UNREACHABLE),
 					 errmsg("token %u:%X/%X is not on this server's timeline",
@@ -363,42 +456,65 @@ DistWaitForCommon(FunctionCallInfo fcinfo, bool is_lsn)
 	int32		timeout;
 
 	DistCheckLoaded();
-	if (ctx == NULL || !IsA(ctx, CallContext) || ctx->atomic)
+	if (ctx == NULL || !IsA(ctx, CallContext))
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("distributed.wait_for() cannot run inside a transaction block"),
-				 errdetail("It must drop its snapshot before it sleeps, which only a top-level CALL in autocommit mode can do."),
-				 errhint("CALL it outside BEGIN ... COMMIT, or use the function distributed.wait() instead.")));
+				 errmsg("cannot wait for replay outside a CALL statement")));
 
 	token = DistTokenArg(fcinfo, 0, is_lsn);
 	timeout = DistTimeoutArg(fcinfo, 1);
 
 	/*
-	 * A non-atomic CALL (top level, or from a DO block or procedure that may
-	 * COMMIT) runs with only portal snapshots active.  Release them the way
+	 * Under REPEATABLE READ or SERIALIZABLE, a transaction whose snapshot is
+	 * taken reads every later statement with it: that snapshot must not be
+	 * held while sleeping, nor read with afterwards.  A non-atomic CALL (top
+	 * level in autocommit mode, the first statement of a pipeline) may end
+	 * its transaction, as a procedure that COMMITs does; the rest then runs
+	 * in a new transaction, which takes its snapshot after the wait.  It
+	 * does not commit what a caller wrote (a DO block on the leader, say).
+	 * Anywhere else (a transaction block, a multi-statement query string)
+	 * the snapshot stays, and a wait could not serve the reads after it.
+	 */
+	if (IsolationUsesXactSnapshot() && FirstSnapshotSet)
+	{
+		if (ctx->atomic || TransactionIdIsValid(GetTopTransactionIdIfAny()))
+			ereport(ERROR,
+					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+					 errmsg("cannot wait for replay in a transaction that has taken its snapshot"),
+					 errdetail("Under REPEATABLE READ or SERIALIZABLE the later statements of this transaction read with a snapshot taken before the wait, which cannot see what replay applies during it."),
+					 errhint("Wait before the transaction begins, or in READ COMMITTED.")));
+		SPI_connect_ext(SPI_OPT_NONATOMIC);
+		SPI_commit();
+		SPI_finish();
+	}
+
+	/*
+	 * Otherwise only the statements' own snapshots are active: the portal
+	 * snapshot of this CALL (and, in a non-atomic CALL from a DO block or
+	 * procedure, those of the portals around it).  Release them the way
 	 * SPI_commit does, so that every portal knows its snapshot is gone and
-	 * takes a new one when it next needs one.  Any other active snapshot
-	 * (the query of an enclosing FOR loop, say) is not ours to drop.  Then
-	 * drop the catalog snapshot, and give up if anything still holds one (a
-	 * REPEATABLE READ or SERIALIZABLE transaction registers its snapshot for
-	 * its whole life).
+	 * takes a new one when it next needs one; in READ COMMITTED the next
+	 * statement takes a new snapshot anyway.  Any other active snapshot (the
+	 * query of an enclosing FOR loop, a function's statement) is not ours to
+	 * drop.  Then drop the catalog snapshot, and give up if anything still
+	 * holds one (an open cursor, say).
 	 */
 	if (ActiveSnapshotSet() &&
 		(ActivePortal == NULL || ActivePortal->portalSnapshot != GetActiveSnapshot()))
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("distributed.wait_for() cannot run while a query holds a snapshot"),
-				 errdetail("It was called under a statement that keeps its own snapshot, such as a FOR loop over a query."),
-				 errhint("Call it outside that statement, or use the function distributed.wait() instead.")));
+				 errmsg("cannot wait for replay while the calling query holds a snapshot"),
+				 errdetail("The procedure was called under a statement that keeps its own snapshot, such as a function or a FOR loop over a query."),
+				 errhint("Call it as a statement of its own, or use the function distributed.wait() instead.")));
 	if (ActiveSnapshotSet())
 		ForgetPortalSnapshots();
 	InvalidateCatalogSnapshot();
 	if (DistHoldsSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("distributed.wait_for() cannot run while a snapshot is held"),
+				 errmsg("cannot wait for replay while a snapshot is held"),
 				 errdetail("A snapshot held while waiting can hold back the replay being waited for."),
-				 errhint("CALL it with default_transaction_isolation set to read committed, or use the function distributed.wait() instead.")));
+				 errhint("Close open cursors first, or use the function distributed.wait() instead.")));
 
 	DistRaiseWaitResult(DistWait(token, timeout), token, timeout);
 }

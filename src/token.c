@@ -12,11 +12,23 @@
  *	  unreachable otherwise (the write was lost with the old leader); one on
  *	  a newer timeline may still be reached once replay switches to it;
  *	- on a server not in recovery, the same history rules apply to the
- *	  timeline WAL is written on, but nothing more will be replayed.
+ *	  timeline WAL is written on, but nothing more will be replayed;
+ *	- a token that lies before its own timeline began in this server's
+ *	  history names no write of this history at all, and is rejected;
+ *	- a bare LSN is a position of the current timeline only up to this
+ *	  server's first timeline switch; past it, it could name a write lost
+ *	  with a former leader, and is unreachable.
  *
- * Nothing here takes a lock other than the spinlocks inside the core calls;
- * reading a timeline history file is the only I/O, and only for tokens of
- * another timeline.
+ * Nothing here takes a lock other than the spinlocks inside the core calls.
+ * The only I/O is reading the history file of this server's timeline, once
+ * per backend and timeline, and only on a server past timeline 1.  It is
+ * parsed here rather than by readTimeLineHistory(), which raises FATAL on a
+ * malformed file: a bad file must fail the call, not end the session.
+ *
+ * Copyright (c) 2026, the distributed authors
+ *
+ * IDENTIFICATION
+ *	  src/token.c
  *
  *-------------------------------------------------------------------------
  */
@@ -24,7 +36,10 @@
 
 #include "access/timeline.h"
 #include "access/xlog.h"
-#include "nodes/pg_list.h"
+#include "access/xlog_internal.h"
+#include "common/string.h"
+#include "lib/stringinfo.h"
+#include "storage/fd.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
@@ -118,7 +133,7 @@ DistTokenFromText(text *t)
 	if (!DistParseToken(s, &token))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("invalid token: \"%s\"", s),
+				 errmsg("invalid input syntax for type %s: \"%s\"", "token", s),
 				 errhint("A token is \"<timeline>:<lsn>\", such as \"1:0/3000148\", or a bare LSN such as \"0/3000148\".")));
 	pfree(s);
 	return token;
@@ -139,77 +154,238 @@ DistTokenToText(TimeLineID tli, XLogRecPtr lsn)
 	return cstring_to_text(buf);
 }
 
-/* This backend's copy of the history of one timeline (they never change). */
-static TimeLineID dist_history_tli = 0;
-static List *dist_history = NIL;
-
 /*
- * Does the history of timeline "current" hold the write at (tli, lsn), for
- * a tli older than current?  Reads the history file once per timeline.
+ * This backend's copy of the history of one timeline (a history file never
+ * changes once written), oldest timeline first; the last entry is the
+ * timeline itself, with end InvalidXLogRecPtr.
  */
-static bool
-DistHistoryHolds(TimeLineID current, TimeLineID tli, XLogRecPtr lsn)
+static TimeLineID dist_history_tli = 0;
+static TimeLineHistoryEntry *dist_history = NULL;
+static int	dist_history_len = 0;
+
+/* Raise the error for a history file that cannot be used. */
+static void
+DistBadHistory(const char *path, int lineno, const char *line,
+			   const char *problem)
 {
-	if (dist_history_tli != current)
-	{
-		MemoryContext old;
-
-		/*
-		 * readTimeLineHistory() takes a missing file to mean "no parents",
-		 * which would call every older token unreachable; for a timeline
-		 * after the first, a missing file is an error.
-		 */
-		if (current > 1 && !existsTimeLineHistory(current))
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("history file for timeline %u is missing", current),
-					 errdetail("Without it this server cannot tell whether a token of timeline %u is in its history.",
-							   tli)));
-		old = MemoryContextSwitchTo(TopMemoryContext);
-		if (dist_history != NIL)
-			list_free_deep(dist_history);
-		dist_history = NIL;
-		dist_history_tli = 0;
-		dist_history = readTimeLineHistory(current);
-		dist_history_tli = current;
-		MemoryContextSwitchTo(old);
-	}
-
-	if (!tliInHistory(tli, dist_history))
-		return false;
-	return lsn <= tliSwitchPoint(tli, dist_history, NULL);
+	ereport(ERROR,
+			(errcode(ERRCODE_DIST_HISTORY_FILE),
+			 errmsg("invalid timeline history file \"%s\"", path),
+			 lineno > 0 ?
+			 errdetail("Line %d (\"%s\"): %s", lineno, line, problem) :
+			 errdetail("%s", problem),
+			 errhint("Restore the file from the server that created the timeline, or from the WAL archive.")));
 }
 
+/*
+ * Read the history file of timeline "current" into dist_history.
+ *
+ * Not readTimeLineHistory(): it takes a missing file to mean "no parents"
+ * (which would call every older token unreachable) and raises FATAL on a
+ * malformed line, ending the session of whoever asked.  Here both are an
+ * ERROR with a SQLSTATE of their own, and the cache is only replaced by a
+ * history that parsed completely.
+ */
+static void
+DistLoadHistory(TimeLineID current)
+{
+	TimeLineHistoryEntry *entries;
+	int			n = 0;
+	int			size = 8;
+	XLogRecPtr	last_end = InvalidXLogRecPtr;
+
+	/*
+	 * Parse into transaction memory (and a file that is closed at abort), so
+	 * that an error leaves nothing behind; keep only a complete history.
+	 */
+	entries = palloc(sizeof(TimeLineHistoryEntry) * size);
+	if (current > 1)
+	{
+		char		path[MAXPGPATH];
+		FILE	   *fd;
+		StringInfoData line;
+		int			lineno = 0;
+		TimeLineID	last_tli = 0;
+
+		TLHistoryFilePath(path, current);
+		fd = AllocateFile(path, "r");
+		if (fd == NULL)
+		{
+			/* unreadable or missing: either way this server cannot decide */
+			if (errno != ENOENT)
+				ereport(ERROR,
+						(errcode(ERRCODE_DIST_HISTORY_FILE),
+						 errmsg("could not open timeline history file \"%s\": %m", path)));
+			ereport(ERROR,
+					(errcode(ERRCODE_DIST_HISTORY_FILE),
+					 errmsg("timeline history file \"%s\" is missing", path),
+					 errdetail("Without it this server cannot tell which positions of earlier timelines its history holds."),
+					 errhint("Restore the file from the server that created timeline %u, or from the WAL archive.",
+							 current)));
+		}
+
+		initStringInfo(&line);
+		while (pg_get_line_buf(fd, &line))
+		{
+			char	   *p = line.data;
+			unsigned int tli;
+			unsigned int hi;
+			unsigned int lo;
+			char		tail;
+			int			nfields;
+			XLogRecPtr	end;
+
+			lineno++;
+			p[strcspn(p, "\r\n")] = '\0';
+			while (*p == ' ' || *p == '\t')
+				p++;
+			if (*p == '\0' || *p == '#')
+				continue;
+			nfields = sscanf(p, "%u\t%X/%X%c", &tli, &hi, &lo, &tail);
+			if (nfields < 3 || (nfields == 4 && tail != '\t' && tail != ' '))
+				DistBadHistory(path, lineno, p,
+							   "Expected a timeline ID and a switch point.");
+			end = ((uint64) hi << 32) | lo;
+			if (tli == 0 || tli <= last_tli || tli >= current)
+				DistBadHistory(path, lineno, p,
+							   "Timeline IDs must increase and stay below the file's own timeline.");
+			if (end < last_end)
+				DistBadHistory(path, lineno, p,
+							   "Switch points must not decrease.");
+			if (n + 1 >= size)	/* keep room for the file's own timeline */
+			{
+				size *= 2;
+				entries = repalloc(entries, sizeof(TimeLineHistoryEntry) * size);
+			}
+			entries[n].tli = tli;
+			entries[n].begin = last_end;
+			entries[n].end = end;
+			n++;
+			last_tli = tli;
+			last_end = end;
+		}
+		if (ferror(fd))
+			ereport(ERROR,
+					(errcode(ERRCODE_DIST_HISTORY_FILE),
+					 errmsg("could not read timeline history file \"%s\": %m", path)));
+		FreeFile(fd);
+		pfree(line.data);
+		if (n == 0)
+			DistBadHistory(path, 0, NULL,
+						   "The file names no parent timeline, which every timeline after the first has.");
+	}
+	entries[n].tli = current;
+	entries[n].begin = last_end;
+	entries[n].end = InvalidXLogRecPtr;
+	n++;
+
+	dist_history_tli = 0;
+	if (dist_history != NULL)
+		pfree(dist_history);
+	dist_history = NULL;
+	dist_history = MemoryContextAlloc(TopMemoryContext,
+									  sizeof(TimeLineHistoryEntry) * n);
+	memcpy(dist_history, entries, sizeof(TimeLineHistoryEntry) * n);
+	dist_history_len = n;
+	dist_history_tli = current;
+	pfree(entries);
+}
+
+/* The entry of timeline tli in the history of current, or NULL. */
+static TimeLineHistoryEntry *
+DistHistoryEntry(TimeLineID current, TimeLineID tli)
+{
+	if (dist_history_tli != current)
+		DistLoadHistory(current);
+	for (int i = 0; i < dist_history_len; i++)
+		if (dist_history[i].tli == tli)
+			return &dist_history[i];
+	return NULL;
+}
+
+/*
+ * Where a token stands on this server.  "current" is the timeline being
+ * replayed (or written, when not in recovery) and pos how far it goes.
+ *
+ * A bare LSN names no timeline.  Up to this server's first timeline switch
+ * every branch of the cluster's history holds the same WAL, so it is
+ * answered as a position of the current timeline; past it, it could as
+ * well name a write lost with a former leader as one of this history, and
+ * it is never called reached (DIST_NEVER: it never can be).
+ */
 DistTokenStatus
 DistTokenState(DistToken token)
 {
+	bool		in_recovery = RecoveryInProgress();
 	TimeLineID	current;
-	TimeLineID	tli;
 	XLogRecPtr	pos;
+	TimeLineHistoryEntry *entry;
 
-	if (RecoveryInProgress())
-	{
+	if (in_recovery)
 		pos = GetXLogReplayRecPtr(&current);
-		tli = token.tli != 0 ? token.tli : current;
-
-		if (tli == current)
-			return pos >= token.lsn ? DIST_REACHED : DIST_PENDING;
-		if (tli > current)
-			return DIST_PENDING;
-		return DistHistoryHolds(current, tli, token.lsn) ?
-			DIST_REACHED : DIST_NEVER;
+	else
+	{
+		current = DistInsertTimeLine();
+		pos = GetXLogInsertRecPtr();
 	}
 
-	current = DistInsertTimeLine();
-	pos = GetXLogInsertRecPtr();
-	tli = token.tli != 0 ? token.tli : current;
+	if (token.tli == 0)
+	{
+		if (current > 1)
+		{
+			(void) DistHistoryEntry(current, current);
+			if (dist_history_len > 1 && token.lsn > dist_history[0].end)
+				return DIST_NEVER;
+		}
+		token.tli = current;
+	}
 
-	if (tli == current)
-		return token.lsn <= pos ? DIST_REACHED : DIST_NOT_IN_RECOVERY;
-	if (tli > current)
-		return DIST_NOT_IN_RECOVERY;
-	return DistHistoryHolds(current, tli, token.lsn) ?
-		DIST_REACHED : DIST_NEVER;
+	if (token.tli > current)
+		return in_recovery ? DIST_PENDING : DIST_NOT_IN_RECOVERY;
+
+	entry = current > 1 ? DistHistoryEntry(current, token.tli) : NULL;
+	if (entry != NULL && token.lsn < entry->begin)
+		return DIST_BEFORE_TIMELINE;
+
+	if (token.tli == current)
+	{
+		if (token.lsn <= pos)
+			return DIST_REACHED;
+		return in_recovery ? DIST_PENDING : DIST_NOT_IN_RECOVERY;
+	}
+
+	/* an older timeline: held if this history left it at or after lsn */
+	if (entry == NULL || token.lsn > entry->end)
+		return DIST_NEVER;
+	return DIST_REACHED;
+}
+
+/*
+ * Reject a token for which DistTokenState() answered DIST_BEFORE_TIMELINE:
+ * no write of its timeline lies before that timeline began, so it was not
+ * issued by this cluster's history (another server promoted to the same
+ * timeline number, or a made-up token).
+ */
+void
+DistRaiseBeforeTimeline(DistToken token)
+{
+	TimeLineID	current;
+	TimeLineHistoryEntry *entry;
+
+	if (RecoveryInProgress())
+		(void) GetXLogReplayRecPtr(&current);
+	else
+		current = DistInsertTimeLine();
+	entry = DistHistoryEntry(current, token.tli);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_DIST_BEFORE_TIMELINE),
+			 errmsg("token %u:%X/%X lies before the start of its timeline on this server",
+					token.tli, LSN_FORMAT_ARGS(token.lsn)),
+			 entry != NULL ?
+			 errdetail("Timeline %u began at %X/%X in this server's history; no write of that timeline lies before it.",
+					   token.tli, LSN_FORMAT_ARGS(entry->begin)) : 0,
+			 errhint("The token comes from another server's history, such as one promoted to the same timeline number.")));
 }
 
 /*

@@ -21,7 +21,7 @@ Checked after every call:
   - the call took less than --slow seconds (waits use 0..50 ms timeouts);
 and, where the call succeeded, what it promises: a key never answers below
 its last commit, record() never returns below its token, statuses are one
-of the documented five, tokens read back in their text form, reported
+of the documented six, tokens read back in their text form, reported
 settings (ParameterStatus) match the values.
 At the end the server logs must show no crash ('terminated by signal',
 PANIC, TRAP, ...), and every ERROR/FATAL a client backend logged must
@@ -51,7 +51,7 @@ import time
 DEFAULT_SEED = 20241121
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_README = os.path.normpath(os.path.join(HERE, '..', '..', 'README.md'))
-STATUSES = {'reached', 'timeout', 'promoted', 'not_in_recovery', 'unreachable'}
+STATUSES = {'reached', 'timeout', 'promoted', 'not_in_recovery', 'unreachable', 'stale_snapshot'}
 TOKEN_RE = re.compile(r'[1-9][0-9]*:[0-9A-F]{1,8}/[0-9A-F]{1,8}\Z')
 MAX_KEY = 128
 
@@ -820,7 +820,7 @@ class Fuzz:
         if c < 0.45 or not body_ok:
             stmts = [call]
         elif c < 0.52:
-            stmts = [b'BEGIN', call, b'ROLLBACK']                          # 25001
+            stmts = [b'BEGIN', call, b'ROLLBACK']                          # runs (READ COMMITTED)
         elif c < 0.60:
             stmts = [b'DO $fz$ BEGIN ' + call + b'; END $fz$']
         elif c < 0.66:
@@ -830,7 +830,7 @@ class Fuzz:
                      b'; END LOOP; END $fz$']                               # 25001
         elif c < 0.78:
             stmts = [b"SET default_transaction_isolation = 'repeatable read'", call,
-                     b'RESET default_transaction_isolation']               # 25001
+                     b'RESET default_transaction_isolation']               # ends its transaction, runs
         elif c < 0.84:
             stmts = [b'CALL fuzz.proc_wait(' + a + b', ' + lit(to) + b')']  # nested, non-atomic
         elif c < 0.88:
@@ -1302,7 +1302,7 @@ class Fuzz:
             else:
                 self.check(v in self.documented,
                            'wait during promotion: undocumented SQLSTATE %s' % v, short(st))
-        self.check(any(v in ('promoted', '55000') for _, v in results),
+        self.check(any(v in ('promoted', '55U02') for _, v in results),
                    'no wait in flight reported the promotion',
                    'results: %s' % sorted(set(str(v) for _, v in results)))
         f.in_recovery = False

@@ -78,8 +78,8 @@ my @rl = bg_finish($bgl);
 is($rf[0]{error}, undef, 'the waiting function returned a status');
 is($rf[0]{rows}[0][0], 'promoted',
 	'a wait in progress across the promotion returns promoted');
-is($rp[0]{error}{sqlstate}, '55000',
-	'a CALL wait_for in progress across the promotion raises 55000');
+is($rp[0]{error}{sqlstate}, '55U02',
+	'a CALL wait_for in progress across the promotion raises 55U02');
 is($rx[0]{rows}[0][0], 'promoted',
 	'a wait for a future timeline\'s token across the promotion returns promoted');
 is($rl[0]{rows}[0][0], 'promoted',
@@ -175,5 +175,89 @@ is( $leader->safe_psql('postgres',
 		  . " distributed.is_replayed('$t2')"),
 	'f|not_in_recovery|t',
 	'the old leader holds its own token but not the new timeline\'s');
+
+# ---------------------------------------------------------------------
+# Bare LSNs after the failover.  A bare LSN past the start of timeline 2
+# could name the lost write (t2's LSN) as well as one of timeline 2: it is
+# never answered as replayed.  One before the switch point is.
+# ---------------------------------------------------------------------
+$f->safe_psql('postgres', 'SELECT pg_switch_wal()');
+@r = pstatus($f, "INSERT INTO t VALUES (4, 'past')");
+my $t4 = $r[0]{last_commit};
+cmp_ok(token_lsn_num($t4), '>', token_lsn_num($t2),
+	'timeline 2 WAL has passed the lost token\'s LSN');
+wait_replayed($fb, $f);
+my ($l1) = $t1 =~ /:(.*)$/;
+my ($l2) = $t2 =~ /:(.*)$/;
+my ($l4) = $t4 =~ /:(.*)$/;
+for my $node ($f, $fb)
+{
+	my $n = $node == $f ? 'promoted node' : 'B on timeline 2';
+	@r = pstatus(
+		$node,
+		"SELECT distributed.is_replayed('$l2'::pg_lsn)",               # 0
+		"SELECT distributed.is_replayed('$l2')",                       # 1
+		"SELECT distributed.wait('$l2'::pg_lsn, 0)",                   # 2
+		"SELECT distributed.wait('$l2', 1000)",                        # 3
+		"CALL distributed.wait_for('$l2'::pg_lsn, 0)",                 # 4
+		"SELECT distributed.is_replayed('$l1'::pg_lsn),"
+		  . " distributed.wait('$l1'::pg_lsn, 0)",                     # 5
+		"SELECT distributed.is_replayed('$l4'::pg_lsn),"
+		  . " distributed.wait('$l4', 0)",                             # 6
+		"SELECT distributed.is_replayed('2:0/1')",                     # 7
+		"SELECT distributed.wait('2:0/1', 0)",                         # 8
+		"CALL distributed.wait_for('2:0/1', 0)",                       # 9
+		"SELECT distributed.is_replayed('$t4')");                      # 10
+	is($r[0]{rows}[0][0], 'f', "$n: is_replayed(pg_lsn) of the lost write's LSN is false");
+	is($r[1]{rows}[0][0], 'f', "$n: is_replayed of the lost write's bare LSN text is false");
+	is($r[2]{rows}[0][0], 'unreachable', "$n: wait(pg_lsn, 0) of it is unreachable");
+	is($r[3]{rows}[0][0], 'unreachable', "$n: wait(bare LSN) of it is unreachable at once");
+	is($r[4]{error}{sqlstate}, '55U01', "$n: CALL wait_for(pg_lsn) of it raises 55U01");
+	is(join('|', @{ $r[5]{rows}[0] // [] }), 't|reached',
+		"$n: a bare LSN before the switch point is replayed");
+	is(join('|', @{ $r[6]{rows}[0] // [] }), 'f|unreachable',
+		"$n: a bare LSN past the switch point is not vouched for, even timeline 2's own");
+	is($r[7]{error}{sqlstate}, '55U05',
+		"$n: a token before the start of its timeline is rejected (is_replayed)");
+	is($r[8]{error}{sqlstate}, '55U05', "$n: ... (wait)");
+	is($r[9]{error}{sqlstate}, '55U05', "$n: ... (CALL wait_for)");
+	is($r[10]{rows}[0][0], 't', "$n: the timeline-qualified token of timeline 2 is replayed");
+}
+
+# ---------------------------------------------------------------------
+# The history file of timeline 2, missing or corrupt, on the promoted
+# node: an ERROR with its own SQLSTATE, and the session goes on.
+# ---------------------------------------------------------------------
+my $hist = $f->data_dir . '/pg_wal/00000002.history';
+my $saved = slurp_file($hist);
+rename($hist, "$hist.saved") or die "rename $hist: $!";
+@r = pstatus($f,
+	"SELECT distributed.is_replayed('$t1')",
+	"SELECT distributed.wait('$t1', 0)",
+	"SELECT 'alive'");
+is($r[0]{error}{sqlstate}, '55U04', 'history file missing: is_replayed raises 55U04');
+is($r[1]{error}{sqlstate}, '55U04', 'history file missing: wait raises 55U04');
+is($r[2]{rows}[0][0], 'alive', 'history file missing: the session survives');
+rename("$hist.saved", $hist) or die "rename back $hist: $!";
+
+for my $bad ("garbage\n", "1\tnot-an-lsn\tno recovery target specified\n",
+	"3\t0/1000000\tchild after parent\n", "")
+{
+	open my $fh, '>', $hist or die "write $hist: $!";
+	print $fh $bad;
+	close $fh;
+	(my $what = $bad) =~ s/\s+/ /g;
+	@r = pstatus($f,
+		"SELECT distributed.is_replayed('$t1')",
+		"SELECT 'alive'");
+	is($r[0]{error}{sqlstate}, '55U04',
+		"history file \"$what\": is_replayed raises 55U04, not FATAL");
+	is($r[1]{rows}[0][0], 'alive', "history file \"$what\": the session survives");
+}
+open my $hfh, '>', $hist or die "write $hist: $!";
+print $hfh $saved;
+close $hfh;
+is($f->safe_psql('postgres', "SELECT distributed.is_replayed('$t1')"),
+	't', 'history file restored: the old token is replayed again');
 
 done_testing();

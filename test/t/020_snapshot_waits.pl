@@ -1,0 +1,296 @@
+# Waits and the snapshot that reads after them.
+#
+# A wait is only worth its answer if the read that follows it can see the
+# write.  Function-form answers (wait(), is_replayed()) speak for the
+# caller's next statement: in READ COMMITTED it takes a new snapshot, but
+# inside a REPEATABLE READ transaction block the snapshot is already taken
+# and will be reused, so such a call must never answer 'reached' / true.
+# The statement that runs wait() took its own snapshot before the wait: it
+# does not see the write (documented), the next statement does.
+#
+# The procedure wait_for sent with its read as ONE message, a simple-query
+# string "CALL ...; SELECT ..." or a libpq pipeline with one Sync: the
+# procedure holds no snapshot (backend_xmin NULL) while it sleeps, and the
+# read, which takes its snapshot after the wait returned, sees the row.
+#
+# Lag is made by pausing replay; it is resumed from the same session
+# (pg_wal_replay_resume() inside the transaction under test) or from
+# another one once the waiter is seen waiting.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use IPC::Run;
+use JSON::PP;
+use Time::HiRes qw(usleep);
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use DistributedCluster;
+
+my $PIPELINE = abs_path(dirname(__FILE__) . '/../pipeline.py');
+
+my ($leader, $f) = create_cluster('snap', followers => 1);
+$leader->safe_psql('postgres', 'CREATE TABLE t (id int PRIMARY KEY)');
+wait_replayed($f, $leader);
+
+sub write_row
+{
+	my ($id) = @_;
+	my @r = pstatus($leader, "INSERT INTO t VALUES ($id)");
+	die "insert failed" if $r[0]{error};
+	return $r[0]{last_commit};
+}
+
+# Start a client in the background: argv, application_name.
+sub bg_client
+{
+	my (@cmd) = @_;
+	my $c = { out => '', err => '' };
+	$c->{h} = IPC::Run::start(\@cmd, '>', \$c->{out}, '2>', \$c->{err},
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	return $c;
+}
+
+sub bg_client_finish
+{
+	my ($c) = @_;
+	eval { $c->{h}->finish; };
+	return ($c->{out}, $c->{err});
+}
+
+# The pid of the backend named $app once it waits for replay, or undef
+# once its client has ended without waiting (so that a refusal fails the
+# test at once instead of after the default timeout).
+sub waiting_pid
+{
+	my ($node, $app, $c) = @_;
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (time() < $deadline)
+	{
+		my $pid = $node->safe_psql('postgres',
+			"SELECT pid FROM pg_stat_activity WHERE application_name = '$app'"
+			  . " AND wait_event_type = 'Extension'");
+		return $pid if $pid ne '';
+		$c->{h}->pump_nb;
+		return undef unless $c->{h}->pumpable;
+		usleep(20_000);
+	}
+	return undef;
+}
+
+# One simple-query message (psql -c with several statements), optionally
+# with REPEATABLE READ as the session's default; returns (stdout, stderr).
+my $RR = " options='-c default_transaction_isolation=repeatable\\\\ read'";
+
+sub one_message
+{
+	my ($sql, $extra) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run(
+		[
+			'psql', '-X', '-A', '-t', '-v', 'VERBOSITY=verbose',
+			'-d', $f->connstr('postgres') . ($extra // ''), '-c', $sql
+		],
+		'>', \$out, '2>', \$err,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	return ($out, $err);
+}
+
+# ---------------------------------------------------------------------
+# REPEATABLE READ inside a transaction block: the snapshot is taken
+# ---------------------------------------------------------------------
+pause($f);
+my $t1 = write_row(1);
+my @r = pstatus(
+	$f,
+	"BEGIN ISOLATION LEVEL REPEATABLE READ",                          # 0
+	"SELECT count(*) FROM t",                                         # 1
+	"SELECT pg_wal_replay_resume()",                                  # 2
+	"SELECT distributed.wait('$t1', 180000)",                         # 3
+	"SELECT distributed.is_replayed('$t1')",                          # 4
+	"SELECT distributed.wait(distributed.token_lsn('$t1'), 180000)",  # 5
+	"SELECT distributed.is_replayed(distributed.token_lsn('$t1'))",   # 6
+	"SELECT count(*) FROM t",                                         # 7
+	"COMMIT",                                                         # 8
+	"SELECT distributed.wait('$t1', 180000)",                         # 9
+	"SELECT count(*) FROM t");                                        # 10
+is($r[1]{rows}[0][0], '0', 'RR: the transaction took its snapshot before the write replayed');
+is($r[3]{rows}[0][0], 'stale_snapshot',
+	'RR block: wait() answers stale_snapshot, not reached');
+is($r[4]{rows}[0][0], 'f', 'RR block: is_replayed() answers false');
+is($r[5]{rows}[0][0], 'stale_snapshot', 'RR block: wait(pg_lsn) answers stale_snapshot');
+is($r[6]{rows}[0][0], 'f', 'RR block: is_replayed(pg_lsn) answers false');
+is($r[7]{rows}[0][0], '0', 'RR block: indeed the snapshot still does not see the row');
+is($r[9]{rows}[0][0], 'reached', 'after COMMIT the wait is reached');
+is($r[10]{rows}[0][0], '1', 'and the next statement sees the row');
+
+# Even a token replayed long ago: the snapshot's age is unknown, so no proof.
+@r = pstatus(
+	$f,
+	"BEGIN ISOLATION LEVEL REPEATABLE READ",                          # 0
+	"SELECT distributed.wait('$t1', 0), distributed.is_replayed('$t1')", # 1
+	"COMMIT");
+is(join('|', @{ $r[1]{rows}[0] }), 'stale_snapshot|f',
+	'RR block: an old token is not vouched for either');
+
+# The same in an implicit block (one simple-query message under RR).
+my ($out, $err) = one_message("SELECT distributed.wait('$t1', 0); SELECT 1", $RR);
+is($out, "stale_snapshot\n1\n", 'RR, statements of one message: stale_snapshot');
+
+# ---------------------------------------------------------------------
+# REPEATABLE READ in autocommit: the function cannot tell whether its
+# statement ends the transaction (a pipeline or DO block may go on in it),
+# so it still does not vouch; the procedure ends its transaction and waits
+# without a snapshot, and the next statement sees the row.
+# ---------------------------------------------------------------------
+pause($f);
+my $t2 = write_row(2);
+my $bg_rr = bg_pstatus($f, 's_rr',
+	"SET default_transaction_isolation = 'repeatable read'",          # 0
+	"SELECT distributed.wait('$t2', 0), distributed.is_replayed('$t2')", # 1
+	"CALL distributed.wait_for('$t2', 180000)",                       # 2
+	"SELECT count(*) FROM t");                                        # 3
+my $pid_rr = waiting_pid($f, 's_rr', $bg_rr);
+ok(defined $pid_rr, 'RR autocommit: CALL wait_for waits');
+SKIP:
+{
+	skip 'CALL wait_for did not wait', 1 unless defined $pid_rr;
+	is( $f->safe_psql('postgres',
+			"SELECT backend_xmin IS NULL FROM pg_stat_activity WHERE pid = $pid_rr"),
+		't', 'RR autocommit: CALL wait_for sleeps without an xmin');
+}
+resume($f);
+@r = bg_finish($bg_rr);
+is(join('|', @{ $r[1]{rows}[0] }), 'stale_snapshot|f',
+	'RR autocommit: the function forms do not vouch');
+is($r[2]{error}, undef, 'RR autocommit: CALL wait_for waits and returns');
+is($r[3]{rows}[0][0], '2', 'RR autocommit: the next statement sees the row');
+
+# READ COMMITTED in a block: the next statement takes a new snapshot, so
+# 'reached' is the truth
+pause($f);
+my $t3 = write_row(3);
+@r = pstatus(
+	$f,
+	"BEGIN",                                                          # 0
+	"SELECT count(*) FROM t",                                         # 1
+	"SELECT pg_wal_replay_resume()",                                  # 2
+	"SELECT distributed.wait('$t3', 180000)",                         # 3
+	"SELECT distributed.is_replayed('$t3')",                          # 4
+	"SELECT count(*) FROM t",                                         # 5
+	"COMMIT");
+is($r[1]{rows}[0][0], '2', 'RC block: the row is not there yet');
+is($r[3]{rows}[0][0], 'reached', 'RC block: wait() is reached');
+is($r[4]{rows}[0][0], 't', 'RC block: is_replayed() is true');
+is($r[5]{rows}[0][0], '3', 'RC block: the next statement sees the row');
+
+# ---------------------------------------------------------------------
+# One statement: its snapshot was taken before the wait (documented)
+# ---------------------------------------------------------------------
+pause($f);
+my $t4 = write_row(4);
+my $bg = bg_pstatus($f, 's_one',
+	"SELECT distributed.wait('$t4', 180000), (SELECT count(*) FROM t)",
+	"SELECT count(*) FROM t");
+wait_for_waiting_backend($f, 's_one');
+resume($f);
+@r = bg_finish($bg);
+is(join('|', @{ $r[0]{rows}[0] }), 'reached|3',
+	'one statement: wait() is reached but the statement\'s own snapshot predates it');
+is($r[1]{rows}[0][0], '4', 'one statement: the next statement sees the row');
+
+# ---------------------------------------------------------------------
+# One round trip: CALL wait_for; SELECT as one simple-query message
+# ---------------------------------------------------------------------
+sub no_xmin_while_waiting
+{
+	my ($pid, $what) = @_;
+	is( $f->safe_psql('postgres',
+			"SELECT backend_xmin IS NULL AND backend_xid IS NULL, wait_event_type"
+			  . " FROM pg_stat_activity WHERE pid = $pid"),
+		't|Extension', "$what: the waiting backend holds no xmin while it sleeps");
+	is( $f->safe_psql('postgres',
+			"SELECT count(*) FROM pg_stat_activity WHERE pid = $pid AND state = 'active'"),
+		'1', "$what: the backend is still in its statement");
+	return;
+}
+
+pause($f);
+my $t5 = write_row(5);
+my $c = bg_client('psql', '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
+	'-d', $f->connstr('postgres') . ' application_name=s_simple',
+	'-c', "CALL distributed.wait_for('$t5', 180000); SELECT count(*) FROM t");
+my $pid = waiting_pid($f, 's_simple', $c);
+ok(defined $pid, 'simple query: the combined message waits for replay');
+SKIP:
+{
+	skip 'the combined message did not wait', 2 unless defined $pid;
+	no_xmin_while_waiting($pid, 'simple query');
+}
+usleep(300_000);
+resume($f);
+($out, $err) = bg_client_finish($c);
+is((split /\n/, $out)[-1], '5', 'simple query: the read after CALL wait_for sees the row');
+is($err, '', 'simple query: no error');
+
+# the same as a libpq pipeline: Parse/Bind/Execute twice, one Sync
+pause($f);
+my $t6 = write_row(6);
+$c = bg_client($DistributedCluster::PYTHON, $PIPELINE,
+	$f->connstr('postgres') . ' application_name=s_pipe',
+	"CALL distributed.wait_for('$t6', 180000)",
+	"SELECT count(*) FROM t");
+$pid = waiting_pid($f, 's_pipe', $c);
+ok(defined $pid, 'pipeline: the CALL waits for replay');
+SKIP:
+{
+	skip 'the pipeline did not wait', 2 unless defined $pid;
+	no_xmin_while_waiting($pid, 'pipeline');
+}
+usleep(300_000);
+resume($f);
+($out, $err) = bg_client_finish($c);
+my @p = map { decode_json($_) } grep { /\S/ } split /\n/, $out;
+is($p[0]{error}, undef, 'pipeline: CALL wait_for returned without error')
+  or diag explain $p[0];
+is($p[1]{rows}[0][0], '6', 'pipeline: the read after CALL wait_for sees the row');
+
+# A READ COMMITTED transaction block: each statement takes a new snapshot.
+@r = pstatus(
+	$f,
+	"BEGIN",
+	"CALL distributed.wait_for('$t6', 1000)",
+	"SELECT count(*) FROM t",
+	"COMMIT");
+is($r[1]{error}, undef, 'RC block: CALL wait_for runs');
+is($r[2]{rows}[0][0], '6', 'RC block: the read after it sees the rows');
+
+# Where the next read would reuse a snapshot already taken: refused, 25001.
+($out, $err) = one_message(
+	"CALL distributed.wait_for('$t6', 1000); SELECT count(*) FROM t", $RR);
+like($err, qr/ERROR:\s+25001:/, 'RR, one message: CALL wait_for raises 25001');
+@r = pstatus(
+	$f,
+	"BEGIN ISOLATION LEVEL REPEATABLE READ",
+	"CALL distributed.wait_for('$t6', 1000)",
+	"ROLLBACK");
+is($r[1]{error}{sqlstate}, '25001', 'RR block: CALL wait_for raises 25001');
+$c = bg_client($DistributedCluster::PYTHON, $PIPELINE,
+	$f->connstr('postgres') . $RR,
+	"CALL distributed.wait_for('$t6', 1000)",
+	"SELECT count(*) FROM t");
+($out, $err) = bg_client_finish($c);
+@p = map { decode_json($_) } grep { /\S/ } split /\n/, $out;
+is($p[0]{error}, undef,
+	'RR pipeline: CALL wait_for (non-atomic, first of the pipeline) ends its transaction and runs')
+  or diag explain \@p, $err;
+is($p[1]{rows}[0][0], '6', 'RR pipeline: the read after it runs in a new transaction');
+
+is($f->safe_psql('postgres', 'SELECT count(*) FROM distributed.waiters'),
+	'0', 'no waiter left behind');
+
+done_testing();
