@@ -138,8 +138,12 @@ DistSnapshotFixed(void)
 	return IsolationUsesXactSnapshot() && FirstSnapshotSet;
 }
 
-/* DistTokenState(), rejecting a token that no write of this history has. */
-static DistTokenStatus
+/*
+ * DistTokenState(), rejecting a token that no write of this history has.
+ * Not inlined: DistWait() calls it beside a PG_ENSURE_ERROR_CLEANUP block,
+ * where gcc's -Wclobbered would flag the inlined local.
+ */
+static pg_noinline DistTokenStatus
 DistTokenStateChecked(DistToken token)
 {
 	DistTokenStatus state = DistTokenState(token);
