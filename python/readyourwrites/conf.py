@@ -90,7 +90,7 @@ def _auth_key(request: Any) -> Optional[str]:
     if key:
         return key
     header = getattr(request, "META", {}).get("HTTP_AUTHORIZATION")
-    return "auth:" + header if header else None
+    return header or None
 
 
 _config: Optional[Config] = None

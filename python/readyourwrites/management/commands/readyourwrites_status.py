@@ -31,6 +31,7 @@ class Command(BaseCommand):
         for alias in (config.leader,) + config.followers:
             entry = {"configured_as": "leader" if alias == config.leader else "follower"}
             try:
+                connections[alias].close()  # ask over a fresh connection
                 with connections[alias].cursor() as cur:
                     # time lag only while replay is behind what was received:
                     # an idle, caught-up follower has none, however old its
@@ -61,10 +62,6 @@ class Command(BaseCommand):
                             entry["bytes_behind_leader"] = int(cur.fetchone()[0])
                     except Exception:
                         pass  # another timeline: unknown
-        for alias in config.followers:
-            entry = report["databases"][alias]
-            if entry.get("bytes_behind_leader") and entry.get("replay_lag_seconds") == 0:
-                entry["replay_lag_seconds"] = None  # received all it was sent, but the leader is further: unknown
         if options["json"]:
             self.stdout.write(json.dumps(report, default=str, indent=2))
             return
