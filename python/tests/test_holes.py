@@ -107,6 +107,48 @@ class Hole1ServedConnectionReports(HoleTestCase):
             self.assertEqual([v for v, _ in got], [51] * 6, "a read missed the user's own write: %r" % got)
 
 
+class Hole1RestartedBehind(HoleTestCase):
+    """replica1 restarted from an older copy of itself (as after a crash,
+    or a rebuild from an older backup), holding back the write: the position
+    its earlier connection reported must not serve the new connection."""
+
+    def test_follower_back_lower_after_a_restart(self):
+        import shutil
+
+        node = self.follower("replica1")
+        old = node.datadir + ".old"
+        with settings_with(FOLLOWERS=["replica1"]):
+            reset_config()
+            node.stop("fast")
+            shutil.rmtree(old, ignore_errors=True)
+            shutil.copytree(node.datadir, old, symlinks=True)
+            node.start()
+            with acting_for("restart-user"):
+                Item.objects.filter(pk=self.pk).update(value=141)
+            CLUSTER.caught_up(node)
+            self.assertEqual(self.read_as("restart-user"), (141, "replica1"))  # learns its position
+            node.stop("immediate")
+            shutil.rmtree(node.datadir)
+            os.rename(old, node.datadir)
+            with open(os.path.join(node.datadir, "postgresql.conf"), "a") as f:
+                f.write("recovery_min_apply_delay = '1d'\n")  # it stays behind the write
+            node.start()
+            try:
+                lacking = node.sql("SELECT value FROM shop_item WHERE id = %s", (self.pk,), "app")[0][0]
+                self.assertEqual(lacking, 0, "the restored follower already has the write")
+                connections["replica1"].close()  # CONN_MAX_AGE = 0: a new connection per request
+                self.assertEqual(self.read_as("restart-user")[0], 141, "read the restarted follower's old data")
+            finally:
+                connections["replica1"].close()
+                node.stop("fast")
+                with open(os.path.join(node.datadir, "postgresql.conf")) as f:
+                    conf = f.read().replace("recovery_min_apply_delay = '1d'\n", "")
+                with open(os.path.join(node.datadir, "postgresql.conf"), "w") as f:
+                    f.write(conf)
+                node.start()
+                CLUSTER.caught_up(node)
+
+
 # -- 2. writes that do not pass db_for_write ---------------------------------------
 
 class Hole2WritesAroundTheRouter(HoleTestCase):
