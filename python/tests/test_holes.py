@@ -189,6 +189,52 @@ class Hole2WritesAroundTheRouter(HoleTestCase):
                 for f in CLUSTER.followers:
                     f.resume()
 
+    def test_django_connection_pool(self):
+        """Django 5.1+'s pool with psycopg 3: a pooled connection comes back
+        with the key an earlier borrower left on it."""
+        import subprocess
+        import sys
+
+        import django
+
+        try:
+            import psycopg  # noqa: F401
+            import psycopg_pool  # noqa: F401
+        except ImportError:
+            self.skipTest("psycopg 3 and psycopg_pool are needed")
+        if django.VERSION < (5, 1):
+            self.skipTest("Django's connection pool is new in 5.1")
+        self.pause_all()
+        script = (
+            "import django, sys; django.setup()\n"
+            "from django.db import connections\n"
+            "from readyourwrites import acting_for\n"
+            "from shop.models import Item\n"
+            "pk = int(sys.argv[1])\n"
+            "last = lambda: connections['default'].connection.info.parameter_status('distributed.last_commit')\n"
+            "with acting_for('pool-a'):\n"
+            "    Item.objects.filter(pk=pk).update(value=1)\n"
+            "    a = last()\n"
+            "connections['default'].close()  # back to the pool, with its key\n"
+            "with acting_for('pool-b'):\n"
+            "    Item.objects.get(pk=pk)\n"
+            "    raw = connections['default'].connection\n"
+            "    Item.objects.using('default').filter(pk=pk).update(value=151)\n"
+            "    b = last()\n"
+            "connections['default'].close()\n"
+            "print('pooled', type(raw).__module__, a.decode() if isinstance(a, bytes) else a)\n"
+        )
+        env = dict(os.environ, DJANGO_SETTINGS_MODULE="testproject.settings_pool",
+                   PYTHONPATH=os.pathsep.join(p for p in __import__("sys").path if p))
+        out = subprocess.run([sys.executable, "-c", script, str(self.pk)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.assertEqual(out.returncode, 0, out.stdout)
+        self.assertIn("pooled psycopg", out.stdout)
+        self.assertEqual(self.read_as("pool-b")[0], 151, "the pooled write was not under its borrower's key")
+        token_a = out.stdout.split()[-1]
+        self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)", (hash_key("pool-a"),)), token_a,
+                         "the next borrower's write was recorded under the key left on the pooled connection")
+
     def test_a_write_with_no_context_is_not_recorded_under_a_left_key(self):
         with acting_for("left-user"):
             Item.objects.filter(pk=self.pk).update(value=2)
