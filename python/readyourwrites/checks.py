@@ -10,7 +10,7 @@ _ROUTER = "readyourwrites.ReadYourWritesRouter"
 _SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
 
 
-@register(Tags.database, Tags.compatibility)
+@register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> List[Any]:
     from .conf import reset_config, get_config
 

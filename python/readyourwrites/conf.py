@@ -7,7 +7,7 @@
         "WAIT_MS": 50,                       # for POLICY "wait"
         "SESSION_KEY": "session",            # "session" | "user" | callable(request)
         "TOKEN_STORE": "leader",             # "leader" | "cookie"
-        "POOLER": None,                      # "transaction" behind a transaction pooler
+        "POOLER": None,                      # "transaction" | "session" behind a pooler
         "ENABLED": True,                     # False: route nothing (every query to "default")
         "APPS": None,                        # app labels routed (None: every app)
     }
@@ -30,7 +30,7 @@ from django.utils.module_loading import import_string
 __all__ = ["Config", "get_config", "reset_config"]
 
 POLICIES = ("leader", "wait", "raise")
-POOLERS = (None, "transaction")
+POOLERS = (None, "transaction", "session")
 STORES = ("leader", "cookie")
 
 
@@ -172,7 +172,7 @@ def _load() -> Config:
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise ImproperlyConfigured("READYOURWRITES[%r] must be a non-negative number or None" % name)
     if config.pooler not in POOLERS:
-        raise ImproperlyConfigured("READYOURWRITES['POOLER'] must be None or 'transaction', not %r" % (config.pooler,))
+        raise ImproperlyConfigured("READYOURWRITES['POOLER'] must be None, 'transaction' or 'session', not %r" % (config.pooler,))
     if raw:
         raise ImproperlyConfigured("unknown READYOURWRITES settings: %s" % ", ".join(sorted(raw)))
     return config

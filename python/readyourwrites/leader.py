@@ -38,10 +38,11 @@ _internal = threading.local()  # .on: the router's own statement; the wrapper st
 class _Watch:
     """What the router knows of one (thread's) leader connection."""
 
-    __slots__ = ("raw", "last_seen", "key", "__weakref__")
+    __slots__ = ("raw", "last_seen", "key", "verified", "__weakref__")
 
     def __init__(self) -> None:
         self.raw: Any = None
+        self.verified: Any = None  # the raw connection whose key report is trusted
         self.last_seen: Optional[str] = None  # last distributed.last_commit taken
         self.key = ""  # the key in force for the statement that runs now
 
@@ -108,6 +109,11 @@ def _ensure_key(conn: Any, w: _Watch, ctx: Optional[RoutingContext]) -> None:
     if get_config().pooler == "transaction" and not local:
         w.key = ""
         return
+    if w.verified is not w.raw and get_config().pooler == "session":
+        # a session pooler hands out a server connection with whatever an
+        # earlier client left in force, and the start-up report it replays
+        # need not say so: set the key once per connection
+        reported = None
     if reported == wanted:
         w.key = wanted
         return
@@ -118,6 +124,7 @@ def _ensure_key(conn: Any, w: _Watch, ctx: Optional[RoutingContext]) -> None:
     finally:
         _internal.on = False
     w.key = wanted
+    w.verified = w.raw
     state.count("key_sets")
 
 

@@ -123,6 +123,7 @@ class Hole1RestartedBehind(HoleTestCase):
             shutil.rmtree(old, ignore_errors=True)
             shutil.copytree(node.datadir, old, symlinks=True)
             node.start()
+            connections["replica1"].close()  # it died with the stop
             with acting_for("restart-user"):
                 Item.objects.filter(pk=self.pk).update(value=141)
             CLUSTER.caught_up(node)
@@ -241,6 +242,60 @@ class Hole2WritesAroundTheRouter(HoleTestCase):
         left = self.on_leader("SELECT distributed.session_token(%s)", (hash_key("left-user"),))
         Item.objects.using("default").filter(pk=self.pk).update(value=3)  # no context
         self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)", (hash_key("left-user"),)), left)
+
+
+class Hole2SessionPooler(HoleTestCase):
+    """pgbouncer in session mode in front of the leader, with one server
+    connection and no server_reset_query: a key a client left on the
+    server connection is still in force for the next client."""
+
+    def setUp(self):
+        super().setUp()
+        import subprocess
+
+        self.bdir = os.path.join(CLUSTER.dir, "pgbouncer-session")
+        os.makedirs(self.bdir, exist_ok=True)
+        user = CLUSTER.leader.sql("SELECT current_user")[0][0]
+        ini = os.path.join(self.bdir, "pgbouncer.ini")
+        with open(ini, "w") as f:
+            f.write("\n".join([
+                "[databases]",
+                "app_session = host=%s port=%d dbname=app pool_size=1" % (CLUSTER.dir, CLUSTER.leader.port),
+                "[pgbouncer]", "listen_addr =", "unix_socket_dir = %s" % self.bdir, "listen_port = 6497",
+                "auth_type = trust", "auth_file = %s" % os.path.join(self.bdir, "users.txt"),
+                "pool_mode = session", "server_reset_query =", "max_client_conn = 50",
+                "ignore_startup_parameters = extra_float_digits,options",
+                "logfile = %s" % os.path.join(self.bdir, "pgbouncer.log"),
+                "pidfile = %s" % os.path.join(self.bdir, "pgbouncer.pid"), ""]))
+        with open(os.path.join(self.bdir, "users.txt"), "w") as f:
+            f.write('"%s" ""\n' % user)
+        subprocess.run(["pgbouncer", "-d", ini], check=True)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(self.bdir, ".s.PGSQL.6497")):
+            self.assertLess(time.monotonic(), deadline, "pgbouncer did not start")
+            time.sleep(0.02)
+        settings.DATABASES["sess"] = dict(settings.DATABASES["default"], HOST=self.bdir, PORT="6497",
+                                          NAME="app_session", CONN_MAX_AGE=0)
+
+    def tearDown(self):
+        connections["sess"].close()
+        del connections["sess"]
+        del settings.DATABASES["sess"]
+        with open(os.path.join(self.bdir, "pgbouncer.pid")) as f:
+            os.kill(int(f.read().strip()), 15)
+        super().tearDown()
+
+    def test_a_key_left_on_a_session_pooled_server_connection(self):
+        with settings_with(LEADER="sess", POOLER="session"):
+            reset_config()
+            with acting_for("sess-a"):
+                Item.objects.filter(pk=self.pk).update(value=1)
+            connections["sess"].close()  # the server connection goes back, key and all
+            left = self.on_leader("SELECT distributed.session_token(%s)", (hash_key("sess-a"),))
+            Item.objects.filter(pk=self.pk).update(value=161)  # another client, no key
+            connections["sess"].close()
+            self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)", (hash_key("sess-a"),)), left,
+                             "a write without a key was recorded under the key a client left in the pooler")
 
 
 # -- 3. the cookie token store ----------------------------------------------------
@@ -533,18 +588,18 @@ class Operations(HoleTestCase):
         mw = list(settings.MIDDLEWARE)
         swapped = [mw[1], mw[0]] + mw[2:]
         with override_settings(MIDDLEWARE=swapped):
-            ids = {m.id for m in checks.run_checks()}
+            ids = {m.id for m in checks.run_checks(tags=[checks.Tags.compatibility])}
         self.assertIn("readyourwrites.E002", ids)
         rw = dict(settings.READYOURWRITES)
         del rw["FOLLOWERS"]
         with override_settings(READYOURWRITES=rw):
-            ids = {m.id for m in checks.run_checks()}
+            ids = {m.id for m in checks.run_checks(tags=[checks.Tags.compatibility])}
         self.assertIn("readyourwrites.E001", ids)
         with settings_with(SESSION_KEY="no.such.module.key"):
-            ids = {m.id for m in checks.run_checks()}
+            ids = {m.id for m in checks.run_checks(tags=[checks.Tags.compatibility])}
         self.assertIn("readyourwrites.E001", ids)
         with settings_with(FOLLOWERS=["nope"]):
-            ids = {m.id for m in checks.run_checks()}
+            ids = {m.id for m in checks.run_checks(tags=[checks.Tags.compatibility])}
         self.assertIn("readyourwrites.E001", ids)
         reset_config()
 
