@@ -14,6 +14,7 @@ import threading
 import time
 from unittest import mock, skipUnless
 
+import django
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
@@ -322,6 +323,7 @@ class Hole3CookieStore(HoleTestCase):
     def test_write_the_router_did_not_see_sets_the_cookie(self):
         self._writes_set_the_cookie(Client(), "/holes/raw-write/%d/73/" % self.pk)
 
+    @skipUnless(django.VERSION >= (4, 2), "async streaming responses are new in Django 4.2")
     def test_async_streaming_response_sets_the_cookie(self):
         self.pause_all()
         with settings_with(TOKEN_STORE="cookie"):
@@ -335,6 +337,27 @@ class Hole3CookieStore(HoleTestCase):
                 return r
             r = asyncio.run(flow())
             self.assertIn("readyourwrites", r.cookies)
+
+    def test_a_request_never_lowers_the_cookie_it_came_with(self):
+        """A concurrent request of the same browser already raised the
+        cookie: a request that came with it and wrote less leaves it."""
+        from django.core import signing
+
+        client = Client()
+        with settings_with(TOKEN_STORE="cookie"):
+            reset_config()
+            r = client.post("/holes/raw-write/%d/76/" % self.pk)
+            mine = readyourwrites.parse_token(signing.get_cookie_signer(salt="readyourwritesreadyourwrites")
+                                              .unsign(r.cookies["readyourwrites"].value, max_age=3600))
+            higher = readyourwrites.Token(mine.timeline, mine.lsn + 10**6)
+            client.cookies["readyourwrites"] = signing.get_cookie_signer(
+                salt="readyourwritesreadyourwrites").sign(str(higher))
+            r = client.post("/holes/raw-write/%d/77/" % self.pk)
+            self.assertEqual(r.status_code, 200)
+            if "readyourwrites" in r.cookies:
+                now = readyourwrites.parse_token(signing.get_cookie_signer(salt="readyourwritesreadyourwrites")
+                                                 .unsign(r.cookies["readyourwrites"].value))
+                self.assertGreaterEqual(now, higher, "the response lowered the cookie")
 
     def test_an_old_cookie_is_ignored(self):
         from django.core import signing
@@ -385,6 +408,7 @@ class Hole4Threads(HoleTestCase):
 # -- 5. async ------------------------------------------------------------------------
 
 class Hole5Async(HoleTestCase):
+    @skipUnless(django.VERSION >= (4, 2), "async streaming responses are new in Django 4.2")
     def test_async_streaming_body_runs_in_the_requests_context(self):
         self.pause_all()
         writer = Client()

@@ -28,7 +28,6 @@ def file_write(request, pk, value):
     return FileResponse(io.BytesIO(b"written"), filename="w.txt")
 
 
-@csrf_exempt
 async def async_stream_write(request, pk, value):
     await sync_to_async(_write)(pk, value)
 
