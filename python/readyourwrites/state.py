@@ -83,17 +83,6 @@ class ProcessState:
                 if newest.timeline == pos.timeline:
                     f.lag_bytes = max(0, newest.lsn - pos.lsn)
 
-    def new_connection(self, alias: str, token: Optional[Token]) -> None:
-        """A new connection to a follower: it may have been restarted or
-        rebuilt from an older backup, so what it reports now replaces what
-        this process believed, even if lower."""
-        f = self.follower(alias)
-        with self._lock:
-            f.position = None
-            f.observed_at = 0.0
-            f.lag_seconds, f.lag_bytes = 0.0, 0
-        self.saw_follower_at(alias, token)
-
     def saw_leader_at(self, token: Optional[Token]) -> None:
         if token is None:
             return
