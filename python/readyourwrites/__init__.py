@@ -1,12 +1,14 @@
 """Read-your-writes routing for Django on PostgreSQL followers.
 
+    INSTALLED_APPS = [..., "readyourwrites"]          # system checks, status command
     DATABASE_ROUTERS = ["readyourwrites.ReadYourWritesRouter"]
     MIDDLEWARE = ["readyourwrites.ReadYourWritesMiddleware", ...SessionMiddleware...]
     READYOURWRITES = {"LEADER": "default", "FOLLOWERS": ["replica"], "POLICY": "wait"}
 
 Needs the distributed extension, preloaded, on the leader and followers.
 """
-from .context import acting_for, hash_key, use_leader
+from .api import acting_for, carry_context, current_token, record_under, use_follower, use_leader
+from .context import hash_key
 from .middleware import ReadYourWritesMiddleware
 from .router import FollowerNotReady, ReadYourWritesRouter
 from .state import state as _state
@@ -18,13 +20,17 @@ __all__ = [
     "FollowerNotReady",
     "acting_for",
     "use_leader",
+    "use_follower",
+    "carry_context",
+    "current_token",
+    "record_under",
     "hash_key",
     "routing_stats",
     "Token",
     "parse_token",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def routing_stats() -> dict:

@@ -7,23 +7,30 @@
         "WAIT_MS": 50,                       # for POLICY "wait"
         "SESSION_KEY": "session",            # "session" | "user" | callable(request)
         "TOKEN_STORE": "leader",             # "leader" | "cookie"
-        "POOLER": None,                      # "transaction" behind a transaction pooler
+        "POOLER": None,                      # "transaction" | "session" behind a pooler
+        "ENABLED": True,                     # False: route nothing (every query to "default")
+        "APPS": None,                        # app labels routed (None: every app)
     }
 
-FOLLOWERS falls back to REPLICA_DATABASES (django-multidb-router's name) and
-then to every alias in DATABASES other than LEADER.
+FOLLOWERS may be given as REPLICA_DATABASES (django-multidb-router's name);
+one of the two is required.  Settings are read again when a test changes
+them (the setting_changed signal).
 """
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+try:
+    from django.core.signals import setting_changed
+except ImportError:  # Django < 4.0
+    from django.test.signals import setting_changed
 from django.utils.module_loading import import_string
 
 __all__ = ["Config", "get_config", "reset_config"]
 
 POLICIES = ("leader", "wait", "raise")
-POOLERS = (None, "transaction")
+POOLERS = (None, "transaction", "session")
 STORES = ("leader", "cookie")
 
 
@@ -42,6 +49,15 @@ class Config:
     max_lag_bytes: Optional[int]
     pooler: Optional[str]
     key_secret: Optional[str]
+    enabled: bool = True
+    apps: Optional[Tuple[str, ...]] = None
+
+    def key_secrets(self) -> Tuple[Any, ...]:
+        """The secrets keys are hashed under: the current one first, then
+        the fallbacks of a rotation in progress (SECRET_KEY_FALLBACKS)."""
+        if self.key_secret is not None:
+            return (self.key_secret,)
+        return (settings.SECRET_KEY,) + tuple(getattr(settings, "SECRET_KEY_FALLBACKS", ()) or ())
 
     def key_function(self) -> Callable[[Any], Optional[str]]:
         if callable(self.session_key):
@@ -50,6 +66,8 @@ class Config:
             return _session_key
         if self.session_key == "user":
             return _user_key
+        if self.session_key == "auth":
+            return _auth_key
         return import_string(self.session_key)
 
 
@@ -65,6 +83,16 @@ def _user_key(request: Any) -> Optional[str]:
     return "user:%s" % user.pk
 
 
+def _auth_key(request: Any) -> Optional[str]:
+    """For sites with API clients: the session key when there is one, else
+    the Authorization header (a token or credentials: hashed, never sent)."""
+    key = _session_key(request)
+    if key:
+        return key
+    header = getattr(request, "META", {}).get("HTTP_AUTHORIZATION")
+    return header or None
+
+
 _config: Optional[Config] = None
 
 
@@ -75,10 +103,21 @@ def get_config() -> Config:
     return _config
 
 
-def reset_config() -> None:
-    """Forget the cached settings (tests that override settings call this)."""
+def reset_config(**kwargs: Any) -> None:
+    """Forget the cached settings; done on every setting_changed."""
     global _config
     _config = None
+
+
+def _on_setting_changed(setting: str = "", **kwargs: Any) -> None:
+    if setting in ("READYOURWRITES", "REPLICA_DATABASES", "DATABASES", "SECRET_KEY", "SECRET_KEY_FALLBACKS"):
+        reset_config()
+        from . import context
+
+        context.forget_hashes()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="readyourwrites.setting_changed")
 
 
 def _load() -> Config:
@@ -88,7 +127,8 @@ def _load() -> Config:
     if followers is None:
         followers = getattr(settings, "REPLICA_DATABASES", None)
     if followers is None:
-        followers = [a for a in settings.DATABASES if a != leader]
+        raise ImproperlyConfigured("READYOURWRITES['FOLLOWERS'] (or REPLICA_DATABASES) must name the "
+                                   "follower aliases: other databases are not taken as followers")
     followers = tuple(followers)
     for alias in (leader,) + followers:
         if alias not in settings.DATABASES:
@@ -118,12 +158,21 @@ def _load() -> Config:
         max_lag_bytes=raw.pop("MAX_LAG_BYTES", None),
         pooler=raw.pop("POOLER", None),
         key_secret=raw.pop("KEY_SECRET", None),
+        enabled=bool(raw.pop("ENABLED", True)),
+        apps=None if raw.get("APPS") is None else tuple(raw.pop("APPS")),
     )
+    raw.pop("APPS", None)
+    if config.session_key not in ("session", "user", "auth") and not callable(config.session_key):
+        try:
+            import_string(config.session_key)
+        except ImportError as e:
+            raise ImproperlyConfigured("READYOURWRITES['SESSION_KEY'] %r does not import (%s)"
+                                       % (config.session_key, e))
     for name, value in (("MAX_LAG_SECONDS", config.max_lag_seconds), ("MAX_LAG_BYTES", config.max_lag_bytes)):
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise ImproperlyConfigured("READYOURWRITES[%r] must be a non-negative number or None" % name)
     if config.pooler not in POOLERS:
-        raise ImproperlyConfigured("READYOURWRITES['POOLER'] must be None or 'transaction', not %r" % (config.pooler,))
+        raise ImproperlyConfigured("READYOURWRITES['POOLER'] must be None, 'transaction' or 'session', not %r" % (config.pooler,))
     if raw:
         raise ImproperlyConfigured("unknown READYOURWRITES settings: %s" % ", ".join(sorted(raw)))
     return config

@@ -1,191 +1,151 @@
-"""Per-request and per-task routing context, in contextvars.
+"""Per-request and per-task routing state, in a contextvar.  No queries.
 
-A context knows whose writes the current code must see (the session key)
-and the highest token it must see (from the token store, from explicit
-arguments, and from its own writes).  Async views and tasks get their own
-context; sync code run through sync_to_async shares its caller's.  A
-context opened inside another inherits what the outer one must see, and
-hands its own writes back to it when it ends.
+A context knows whose writes the current code must see (its session key),
+the highest token it must see (from the token store, explicit arguments,
+the key's lookup, and its own commits), and which keys its own commits
+were recorded under.  Async views and tasks get their own context; sync
+code run through sync_to_async shares its caller's, and carry_context()
+hands it to a thread.  A context opened inside another inherits what the
+outer one must see and hands its own writes back when it ends.
 """
 import contextlib
-import inspect
+import threading
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, Optional, Set
+from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple
 
 from django.utils.crypto import salted_hmac
 
-from .tokens import Token, parse_token
+from .tokens import Token
 
-__all__ = ["RoutingContext", "current", "acting_for", "use_leader", "hash_key"]
+__all__ = ["RoutingContext", "current", "activate", "hash_key", "hash_keys"]
 
 _SALT = "readyourwrites.session-key"
-_hash_cache: Dict[str, str] = {}
+_hash_cache: Dict[Tuple[str, Any], str] = {}
+
+
+def _hash(raw: str, secret: Any) -> str:
+    hashed = _hash_cache.get((raw, secret))
+    if hashed is None:
+        hashed = salted_hmac(_SALT, raw, secret=secret, algorithm="sha256").hexdigest()
+        if len(_hash_cache) > 10000:
+            _hash_cache.clear()
+        _hash_cache[(raw, secret)] = hashed
+    return hashed
+
+
+def hash_keys(raw: str) -> Tuple[str, ...]:
+    """The keyed hashes of a raw key: under the current secret first, then
+    under each fallback secret of a rotation in progress."""
+    from .conf import get_config
+
+    return tuple(dict.fromkeys(_hash(raw, s) for s in get_config().key_secrets()))
 
 
 def hash_key(raw: str) -> str:
     """The keyed hash sent to the server in place of a raw session key.
 
-    HMAC-SHA256 under a key derived from READYOURWRITES["KEY_SECRET"]
-    (default: SECRET_KEY): the server and its monitoring views never see a
-    raw key, and the hash is useless without the secret (design invariant
-    7).  Give KEY_SECRET its own value if SECRET_KEY may be rotated: a new
-    secret makes every key new, and new keys answer only the floor.
+    HMAC-SHA256 under READYOURWRITES["KEY_SECRET"] (default: SECRET_KEY):
+    the server and its monitoring views never see a raw key (design
+    invariant 7).  Lookups also try SECRET_KEY_FALLBACKS, so a rolling
+    deploy that rotates the secret keeps finding writes.
     """
-    hashed = _hash_cache.get(raw)
-    if hashed is None:
-        from .conf import get_config
+    return hash_keys(raw)[0]
 
-        hashed = salted_hmac(_SALT, raw, secret=get_config().key_secret, algorithm="sha256").hexdigest()
-        if len(_hash_cache) > 10000:
-            _hash_cache.clear()
-        _hash_cache[raw] = hashed
-    return hashed
+
+def forget_hashes() -> None:
+    _hash_cache.clear()
 
 
 @dataclass
 class RoutingContext:
     request: Any = None
     key_function: Optional[Callable[[Any], Optional[str]]] = None
-    fixed_key: Optional[str] = None  # already hashed
+    fixed_keys: Optional[Tuple[str, ...]] = None  # already hashed, current first
     token: Optional[Token] = None  # at least this must be visible
-    looked_up: Dict[str, Optional[Token]] = field(default_factory=dict)
-    wrote: bool = False
-    unrecorded: Set[str] = field(default_factory=set)  # keys the leader could not record
-    keys_used: Set[str] = field(default_factory=set)  # keys written or looked up
-    baseline: Optional[str] = None  # the leader connection's last commit at the start
+    cookie: Optional[Token] = None  # what the request's token cookie said
+    own: Optional[Token] = None  # the highest commit of the context's own
+    keys_written: Dict[str, Token] = field(default_factory=dict)  # key in force -> highest own commit under it
+    keys_looked_up: Dict[str, Optional[Token]] = field(default_factory=dict)
+    also_record: Set[str] = field(default_factory=set)  # hashed keys named by record_under()
+    routed_write: bool = False  # db_for_write was asked
     leader_depth: int = 0
+    follower_depth: int = 0
     _in_key: bool = False
+    _lock: Any = field(default_factory=threading.Lock, repr=False)
 
-    def key(self) -> Optional[str]:
-        """The hashed session key, computed when asked: a login changes it."""
-        if self.fixed_key is not None:
-            return self.fixed_key
+    def keys(self) -> Tuple[str, ...]:
+        """The hashed session key (and its fallback hashes), computed when
+        asked: a login changes it."""
+        if self.fixed_keys is not None:
+            return self.fixed_keys
         if self.key_function is None or self.request is None or self._in_key:
-            return None  # re-entered: resolving the key itself read the database
+            return ()  # re-entered: resolving the key itself read the database
         self._in_key = True
         try:
             raw = self.key_function(self.request)
         finally:
             self._in_key = False
-        return hash_key(str(raw)) if raw else None
+        return hash_keys(str(raw)) if raw else ()
 
-    def raise_token(self, token: Optional[Token]) -> None:
-        if token is not None and (self.token is None or token > self.token):
-            self.token = token
+    def key(self) -> Optional[str]:
+        keys = self.keys()
+        return keys[0] if keys else None
+
+    def demand(self, token: Optional[Token]) -> None:
+        """The context must see at least token."""
+        if token is not None:
+            with self._lock:
+                if self.token is None or token > self.token:
+                    self.token = token
+
+    def committed(self, token: Token, key: Optional[str]) -> None:
+        """A commit of the context's own, made with key in force on the
+        leader.  Called only by leader.observe()."""
+        self.demand(token)
+        with self._lock:
+            if self.own is None or token > self.own:
+                self.own = token
+            if key and (key not in self.keys_written or token > self.keys_written[key]):
+                self.keys_written[key] = token
 
     def inherit(self, parent: Optional["RoutingContext"]) -> "RoutingContext":
         if parent is not None:
-            self.raise_token(parent.token)
-            self.wrote = self.wrote or parent.wrote
+            self.demand(parent.token)
             self.leader_depth += parent.leader_depth
-            self.baseline = parent.baseline
+            self.follower_depth += parent.follower_depth
         return self
 
     def hand_back(self, parent: Optional["RoutingContext"]) -> None:
-        if parent is not None:
-            parent.raise_token(self.token)
-            parent.wrote = parent.wrote or self.wrote
+        if parent is not None and self.own is not None:
+            parent.demand(self.own)
+            with parent._lock:
+                if parent.own is None or self.own > parent.own:
+                    parent.own = self.own
 
 
 _current: ContextVar[Optional[RoutingContext]] = ContextVar("readyourwrites_context", default=None)
+_thread = threading.local()  # .own: this thread's last commit outside any context
 
 
 def current() -> Optional[RoutingContext]:
     return _current.get()
 
 
+def thread_own() -> Optional[Token]:
+    return getattr(_thread, "own", None)
+
+
+def set_thread_own(token: Token) -> None:
+    own = getattr(_thread, "own", None)
+    if own is None or token > own:
+        _thread.own = token
+
+
 @contextlib.contextmanager
-def activate(ctx: RoutingContext) -> Iterator[RoutingContext]:
+def activate(ctx: Optional[RoutingContext]) -> Iterator[Optional[RoutingContext]]:
     reset = _current.set(ctx)
     try:
         yield ctx
     finally:
         _current.reset(reset)
-
-
-def leader_commit() -> Optional[str]:
-    """The last commit token this thread's leader connection reported."""
-    from django.db import connections
-
-    from .conf import get_config
-    from .drivers import parameter_status, raw_connection
-
-    return parameter_status(raw_connection(connections[get_config().leader]), "distributed.last_commit") or None
-
-
-class acting_for(contextlib.ContextDecorator):
-    """Route the block's reads for one user: a background job, a command, a task.
-
-        with acting_for(user_key):             # raw key: hashed before sending
-            ...
-        @acting_for(session_key, token=token)  # also demand a known token
-        def task(...): ...
-
-    `hashed=True` passes a key already hashed with hash_key().  As a
-    decorator it takes plain functions only; in async code use `with`.
-    """
-
-    def __init__(self, key: Optional[str] = None, *, token: Any = None, hashed: bool = False):
-        self.key = key if (hashed or not key) else hash_key(key)
-        if isinstance(token, str):
-            parsed = parse_token(token)
-            if parsed is None:
-                raise ValueError("not a token: %r (expected '<timeline>:<lsn>')" % token)
-            token = parsed
-        self.token = token
-        self._stack: list = []
-
-    def __call__(self, func: Callable) -> Callable:
-        if (inspect.iscoroutinefunction(func) or inspect.isgeneratorfunction(func)
-                or inspect.isasyncgenfunction(func)):
-            raise TypeError("acting_for cannot decorate %s: its body runs after the decorator "
-                            "returns; use 'with acting_for(...)' inside it" % getattr(func, "__name__", func))
-        return super().__call__(func)
-
-    def __enter__(self) -> RoutingContext:
-        parent = _current.get()
-        ctx = RoutingContext(fixed_key=self.key, token=self.token).inherit(parent)
-        if parent is None:
-            ctx.baseline = leader_commit()
-        self._stack.append((_current.set(ctx), ctx, parent))
-        return ctx
-
-    def __exit__(self, *exc: Any) -> None:
-        from .router import finish_context
-
-        reset, ctx, parent = self._stack.pop()
-        try:
-            finish_context(ctx)
-        finally:
-            _current.reset(reset)
-            ctx.hand_back(parent)
-
-    def _recreate_cm(self) -> "acting_for":
-        # a decorated function may run in several threads at once
-        return acting_for(self.key, token=self.token, hashed=True)
-
-
-class use_leader(contextlib.ContextDecorator):
-    """Send every read in the block to the leader."""
-
-    def __init__(self) -> None:
-        self._stack: list = []
-
-    def __enter__(self) -> None:
-        ctx = _current.get()
-        reset = None
-        if ctx is None:
-            ctx = RoutingContext(baseline=leader_commit())
-            reset = _current.set(ctx)
-        ctx.leader_depth += 1
-        self._stack.append((ctx, reset))
-
-    def __exit__(self, *exc: Any) -> None:
-        ctx, reset = self._stack.pop()
-        ctx.leader_depth -= 1
-        if reset is not None:
-            _current.reset(reset)
-
-    def _recreate_cm(self) -> "use_leader":
-        return use_leader()

@@ -2,19 +2,22 @@
 
 Put it BEFORE django.contrib.sessions' SessionMiddleware, so that the
 session's own save at the end of the request (the login case) runs inside
-the context and is recorded under the session's key.
+the context and is recorded under the session's key.  A streaming body,
+sync or async, is produced inside the request's context too.
 """
 import asyncio
 from typing import Any, Callable, Iterator
 
+from django.core import signing
+
 from .conf import get_config
-from .context import RoutingContext, activate, leader_commit
-from .router import finish_context
-from .tokens import parse_token
+from .context import RoutingContext, activate
+from .leader import finish_context, observe
+from .tokens import Token, parse_token
 
 try:
     from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-except ImportError:  # asgiref < 3.6 (Django 3.2 to 4.1 allow it)
+except ImportError:  # asgiref < 3.6
     iscoroutinefunction = asyncio.iscoroutinefunction
 
     def markcoroutinefunction(func: Any) -> Any:
@@ -24,6 +27,14 @@ except ImportError:  # asgiref < 3.6 (Django 3.2 to 4.1 allow it)
 __all__ = ["ReadYourWritesMiddleware"]
 
 _COOKIE_SALT = "readyourwrites"
+
+
+def _cookie_token(request: Any, config: Any) -> Any:
+    try:
+        return parse_token(request.get_signed_cookie(config.cookie_name, default=None, salt=_COOKIE_SALT,
+                                                     max_age=config.cookie_max_age))
+    except (signing.BadSignature, ValueError):
+        return None  # tampered or older than COOKIE_MAX_AGE: demands nothing
 
 
 class ReadYourWritesMiddleware:
@@ -39,44 +50,66 @@ class ReadYourWritesMiddleware:
     def _context(self, request: Any) -> RoutingContext:
         config = get_config()
         ctx = RoutingContext(request=request, key_function=config.key_function())
-        if config.token_store == "cookie":
-            try:
-                ctx.raise_token(parse_token(request.get_signed_cookie(
-                    config.cookie_name, default=None, salt=_COOKIE_SALT)))
-            except Exception:
-                pass  # a tampered or expired cookie demands nothing
+        if config.enabled and config.token_store == "cookie":
+            ctx.cookie = _cookie_token(request, config)
+            ctx.demand(ctx.cookie)
         return ctx
 
     @staticmethod
-    def _start(ctx: RoutingContext) -> None:
-        ctx.baseline = leader_commit()
+    def _take(ctx: RoutingContext) -> None:
+        """Take the view's last commits (no query)."""
+        try:
+            observe()
+        except Exception:
+            pass
 
-    def _finish(self, ctx: RoutingContext, request: Any, response: Any) -> None:
-        """Never raises: the request's writes have committed."""
-        if not ctx.wrote:
-            return
+    def _set_cookie(self, ctx: RoutingContext, request: Any, response: Any) -> None:
+        """The highest of the cookie the request came with and its own
+        writes, only on the same timeline, so that a request that wrote
+        less than a concurrent one does not lower it across timelines."""
         config = get_config()
-        finish_context(ctx)
-        token = ctx.token
-        if token is not None and config.token_store == "cookie" and not getattr(response, "streaming", False):
-            response.set_signed_cookie(config.cookie_name, str(token), salt=_COOKIE_SALT,
-                                       max_age=config.cookie_max_age, httponly=True, samesite="Lax",
-                                       secure=request.is_secure())
+        if not config.enabled or config.token_store != "cookie" or ctx.own is None:
+            return
+        came: Any = getattr(ctx, "cookie", None)
+        token: Token = ctx.own
+        if came is not None and came.timeline == token.timeline and came.lsn >= token.lsn:
+            return
+        response.set_signed_cookie(config.cookie_name, str(token), salt=_COOKIE_SALT,
+                                   max_age=config.cookie_max_age, httponly=True, samesite="Lax",
+                                   secure=request.is_secure())
 
-    def _stream(self, ctx: RoutingContext, request: Any, response: Any) -> Any:
-        """A streaming body is produced after the view returns: produce it
-        inside the request's context too."""
+    def _stream(self, ctx: RoutingContext, response: Any) -> None:
         content = response.streaming_content
         if getattr(response, "is_async", False):
-            return  # async streaming bodies run on the event loop: no queries there
+            async def abody() -> Any:
+                from asgiref.sync import sync_to_async
+
+                it = content.__aiter__()
+                try:
+                    while True:
+                        with activate(ctx):
+                            try:
+                                chunk = await it.__anext__()
+                            except StopAsyncIteration:
+                                return
+                        yield chunk
+                finally:
+                    await sync_to_async(finish_context, thread_sensitive=True)(ctx)
+            response.streaming_content = abody()
+            return
 
         def body() -> Iterator[Any]:
-            with activate(ctx):
-                try:
-                    yield from content
-                finally:
-                    self._finish(ctx, request, response)
-
+            try:
+                it = iter(content)
+                while True:
+                    with activate(ctx):
+                        try:
+                            chunk = next(it)
+                        except StopIteration:
+                            return
+                    yield chunk
+            finally:
+                finish_context(ctx)
         response.streaming_content = body()
 
     def __call__(self, request: Any) -> Any:
@@ -84,12 +117,13 @@ class ReadYourWritesMiddleware:
             return self.__acall__(request)
         ctx = self._context(request)
         with activate(ctx):
-            self._start(ctx)
             response = self.get_response(request)
+            self._take(ctx)
+            self._set_cookie(ctx, request, response)
             if getattr(response, "streaming", False):
-                self._stream(ctx, request, response)
+                self._stream(ctx, response)
             else:
-                self._finish(ctx, request, response)
+                finish_context(ctx)
         return response
 
     async def __acall__(self, request: Any) -> Any:
@@ -97,10 +131,11 @@ class ReadYourWritesMiddleware:
 
         ctx = self._context(request)
         with activate(ctx):
-            await sync_to_async(self._start, thread_sensitive=True)(ctx)
             response = await self.get_response(request)
+            await sync_to_async(self._take, thread_sensitive=True)(ctx)
+            self._set_cookie(ctx, request, response)
             if getattr(response, "streaming", False):
-                self._stream(ctx, request, response)
+                self._stream(ctx, response)
             else:
-                await sync_to_async(self._finish, thread_sensitive=True)(ctx, request, response)
+                await sync_to_async(finish_context, thread_sensitive=True)(ctx)
         return response

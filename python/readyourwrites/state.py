@@ -20,7 +20,7 @@ __all__ = ["FollowerState", "ProcessState", "state"]
 
 class FollowerState:
     __slots__ = ("alias", "position", "observed_at", "lag_seconds", "lag_bytes",
-                 "down_until", "failures", "last_error")
+                 "down_until", "down_since", "failures", "last_error")
 
     def __init__(self, alias: str):
         self.alias = alias
@@ -29,6 +29,7 @@ class FollowerState:
         self.lag_seconds = 0.0  # behind the leader, as of that report
         self.lag_bytes = 0
         self.down_until = 0.0
+        self.down_since = -1.0  # when it was last marked down: connections opened before are stale
         self.failures = 0
         self.last_error = ""
 
@@ -82,17 +83,6 @@ class ProcessState:
                 if newest.timeline == pos.timeline:
                     f.lag_bytes = max(0, newest.lsn - pos.lsn)
 
-    def new_connection(self, alias: str, token: Optional[Token]) -> None:
-        """A new connection to a follower: it may have been restarted or
-        rebuilt from an older backup, so what it reports now replaces what
-        this process believed, even if lower."""
-        f = self.follower(alias)
-        with self._lock:
-            f.position = None
-            f.observed_at = 0.0
-            f.lag_seconds, f.lag_bytes = 0.0, 0
-        self.saw_follower_at(alias, token)
-
     def saw_leader_at(self, token: Optional[Token]) -> None:
         if token is None:
             return
@@ -124,7 +114,8 @@ class ProcessState:
     def mark_down(self, alias: str, error: BaseException, cooldown: float) -> None:
         f = self.follower(alias)
         with self._lock:
-            f.down_until = time.monotonic() + cooldown
+            f.down_since = time.monotonic()
+            f.down_until = f.down_since + cooldown
             f.failures += 1
             f.last_error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         logger.warning("follower %s failed (%s); skipping it for %.1f s", alias, f.last_error, cooldown)

@@ -73,13 +73,25 @@ def main() -> int:
     bouncer = None
     try:
         start_site(cluster)
+        import test_holes
         import test_router
 
         import base
 
-        test_router.CLUSTER = base.ClusterTestCase.cluster = cluster
-        only = os.environ.get("ONLY")  # e.g. ONLY=Policies.test_raise
-        passed, failed = (0, 0) if os.environ.get("ONLY_POOLER") else run_suite(test_router, only)
+        test_router.CLUSTER = test_holes.CLUSTER = base.ClusterTestCase.cluster = cluster
+        only = os.environ.get("ONLY")  # e.g. ONLY=Policies.test_raise, ONLY=test_holes.Hole4Threads
+        passed, failed = 0, 0
+        if not os.environ.get("ONLY_POOLER"):
+            for module in (test_router, test_holes):
+                name = only
+                if only and only.split(".")[0] in ("test_router", "test_holes"):
+                    if only.split(".")[0] != module.__name__:
+                        continue
+                    name = only.split(".", 1)[1] if "." in only else None
+                elif only and module is test_holes:
+                    continue
+                p, f = run_suite(module, name)
+                passed, failed = passed + p, failed + f
 
         if not only:
             # the same site behind pgbouncer in transaction mode, in a

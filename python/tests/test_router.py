@@ -308,14 +308,14 @@ class TokenPaths(RouterTestCase):
                 self.assertEqual(str(ctx.token), real(connections["default"].connection, "distributed.last_commit"))
 
     def test_a_new_connection_replaces_what_was_known_of_a_follower(self):
-        Item.objects.get(pk=self.pk)  # learn positions
+        Item.objects.using("replica1").get(pk=self.pk)  # learn its position
         real = state.follower("replica1").position
         self.assertIsNotNone(real)
         # as if this process had seen a follower far ahead (a follower since
         # rebuilt from an older backup would leave exactly that behind)
         state.saw_follower_at("replica1", readyourwrites.Token(real.timeline, real.lsn + 10**9))
         connections["replica1"].close()
-        connections["replica1"].ensure_connection()
+        Item.objects.using("replica1").get(pk=self.pk)
         self.assertLessEqual(state.follower("replica1").position.lsn, real.lsn + 10**6)
 
 
@@ -399,8 +399,12 @@ class ReviewFindings(RouterTestCase):
             acting_for("k", token="garbage")
         with self.assertRaises(TypeError):
             @acting_for("k")
-            async def job():
-                pass
+            def job():
+                yield 1
+        with self.assertRaises(TypeError):
+            @use_leader()
+            async def agen():
+                yield 1
 
     def test_a_client_side_error_does_not_mark_a_follower_down(self):
         from django.db import ProgrammingError
@@ -539,14 +543,18 @@ class Costs(RouterTestCase):
 
 
 class Plumbing(RouterTestCase):
-    def test_psycopg2_and_psycopg3_parameter_status(self):
-        import psycopg
-
+    def test_psycopg3_parameter_status(self):
+        try:
+            import psycopg
+        except ImportError:
+            self.skipTest("psycopg 3 is not installed")
         c3 = psycopg.connect(host=CLUSTER.dir, port=CLUSTER.leader.port, dbname="app", autocommit=True)
         c3.execute("UPDATE shop_item SET value = 5 WHERE id = %s", (self.pk,))
         reported = parameter_status(c3, "distributed.last_commit")
         self.assertEqual(reported, c3.execute("SELECT distributed.last_commit()").fetchone()[0])
         c3.close()
+
+    def test_psycopg2_parameter_status(self):
         c2 = CLUSTER.leader.connect("app")
         with c2.cursor() as cur:
             cur.execute("UPDATE shop_item SET value = 6 WHERE id = %s", (self.pk,))
@@ -570,7 +578,7 @@ class Plumbing(RouterTestCase):
         text = out.getvalue()
         self.assertIn("role=leader", text)
         self.assertEqual(text.count("role=follower"), 2)
-        self.assertIn("this process:", text)
+        self.assertNotIn("this process", text)  # not the site's counters
         out = io.StringIO()
         call_command("readyourwrites_status", "--json", stdout=out)
         report = json.loads(out.getvalue())

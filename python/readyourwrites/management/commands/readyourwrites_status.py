@@ -1,12 +1,17 @@
 """manage.py readyourwrites_status: each database's role, position, lag and
-the extension's counters, and this process's routing counts."""
+the extension's counters.
+
+A follower's lag is how far its replay is behind the leader's position
+(bytes) and, in time, 0 when it has replayed all it received and the
+leader is no further; "unknown" when it cannot be told.  The routing
+counters of a site live in its web processes (readyourwrites.routing_stats()),
+not in this command's process: they are not shown."""
 import json
 
 from django.core.management.base import BaseCommand
 from django.db import connections
 
 from readyourwrites.conf import get_config
-from readyourwrites.state import state
 
 STATS = ("role, capacity, entries, evictions, floor, commits_recorded, checks_safe, checks_unsafe, "
          "waits_started, waits_reached, waits_timed_out, waits_promoted, waits_unreachable, "
@@ -21,15 +26,20 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         config = get_config()
-        report = {"databases": {}, "process": state.snapshot()}
+        report = {"databases": {}}
         leader_pos = None
         for alias in (config.leader,) + config.followers:
             entry = {"configured_as": "leader" if alias == config.leader else "follower"}
             try:
+                connections[alias].close()  # ask over a fresh connection
                 with connections[alias].cursor() as cur:
+                    # time lag only while replay is behind what was received:
+                    # an idle, caught-up follower has none, however old its
+                    # last replayed transaction
                     cur.execute("SELECT distributed.replay_position(), pg_is_in_recovery(), "
-                                "CASE WHEN pg_is_in_recovery() THEN "
-                                "extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END")
+                                "CASE WHEN NOT pg_is_in_recovery() THEN NULL "
+                                "WHEN pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn() THEN 0 "
+                                "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END")
                     pos, in_recovery, lag_s = cur.fetchone()
                     cur.execute("SELECT " + STATS + " FROM distributed.stats")
                     cols = [c[0] for c in cur.description]
@@ -51,7 +61,7 @@ class Command(BaseCommand):
                                         [leader_pos, entry["position"]])
                             entry["bytes_behind_leader"] = int(cur.fetchone()[0])
                     except Exception:
-                        pass
+                        pass  # another timeline: unknown
         if options["json"]:
             self.stdout.write(json.dumps(report, default=str, indent=2))
             return
@@ -60,9 +70,15 @@ class Command(BaseCommand):
                 self.stdout.write("%-12s %-8s ERROR %s" % (alias, e["configured_as"], e["error"]))
                 continue
             lag = e.get("replay_lag_seconds")
-            self.stdout.write("%-12s %-8s role=%s position=%s lag=%s behind=%s bytes" % (
-                alias, e["configured_as"], e["stats"]["role"], e["position"],
-                "-" if lag is None else "%.3fs" % lag, e.get("bytes_behind_leader", 0)))
+            behind = e.get("bytes_behind_leader")
+            if alias == config.leader:
+                self.stdout.write("%-12s %-8s role=%s position=%s" % (
+                    alias, e["configured_as"], e["stats"]["role"], e["position"]))
+            else:
+                self.stdout.write("%-12s %-8s role=%s position=%s lag=%s behind=%s" % (
+                    alias, e["configured_as"], e["stats"]["role"], e["position"],
+                    "unknown" if lag is None else "%.3fs" % lag,
+                    "unknown" if behind is None else "%d bytes" % behind))
             self.stdout.write("             " + ", ".join(
                 "%s=%s" % (k, v) for k, v in e["stats"].items() if k != "role"))
-        self.stdout.write("this process: %s" % json.dumps(report["process"]["counts"], sort_keys=True))
+        self.stdout.write("(routing counters live in the site's processes: readyourwrites.routing_stats())")

@@ -1,0 +1,248 @@
+"""The leader connection: the one place a commit's token enters a context.
+
+The extension reports every commit's token in the ParameterStatus value
+distributed.last_commit, with the reply that committed.  observe() reads
+it (no query) and hands a new one to the current context, together with
+the session key that was in force for that commit.  It runs around every
+statement on the leader connection (an execute wrapper), after every
+commit of an atomic block (on_commit), before a read is routed and when a
+context ends: however a write was issued (router, .using(), save(using=),
+atomic(using=), raw SQL), its token arrives here.
+
+The same wrapper puts the current context's key in force before every
+statement, so every commit is recorded under the right key by the server,
+and a key left on a saved or pooled connection by an earlier request is
+replaced (or cleared) before it can record this one's writes.
+"""
+import logging
+import threading
+import weakref
+from typing import Any, Optional
+
+from django.db import connections, transaction
+
+from .conf import get_config
+from .context import RoutingContext, current, set_thread_own, thread_own
+from . import drivers
+from .drivers import raw_connection
+from .state import state
+from .tokens import Token, parse_token
+
+logger = logging.getLogger("readyourwrites")
+
+__all__ = ["observe", "needed_token", "finish_context", "watch_leader"]
+
+_internal = threading.local()  # .on: the router's own statement; the wrapper stays out of it
+
+
+class _Watch:
+    """What the router knows of one (thread's) leader connection."""
+
+    __slots__ = ("raw", "last_seen", "key", "verified", "__weakref__")
+
+    def __init__(self) -> None:
+        self.raw: Any = None
+        self.verified: Any = None  # the raw connection whose key report is trusted
+        self.last_seen: Optional[str] = None  # last distributed.last_commit taken
+        self.key = ""  # the key in force for the statement that runs now
+
+
+_watches: "weakref.WeakKeyDictionary[Any, _Watch]" = weakref.WeakKeyDictionary()
+
+
+def watch_leader(conn: Any) -> _Watch:
+    w = _watches.get(conn)
+    if w is None:
+        w = _watches[conn] = _Watch()
+        # first, so that a user's execute_wrapper() block cannot remove it
+        conn.execute_wrappers.insert(0, _LeaderWrapper(conn.alias))
+    return w
+
+
+def _leader() -> Any:
+    return connections[get_config().leader]
+
+
+def observe(conn: Any = None) -> Optional[Token]:
+    """Take a commit the leader connection reported since last looked:
+    the only place a commit's token enters a context.  No query."""
+    conn = conn if conn is not None else _leader()
+    w = watch_leader(conn)
+    raw = raw_connection(conn)
+    if raw is None:
+        return None
+    reported = drivers.parameter_status(raw, "distributed.last_commit")
+    if raw is not w.raw:
+        # a new (or pooled) connection: what it reports now is not ours
+        w.raw, w.last_seen = raw, reported
+        return None
+    if not reported or reported == w.last_seen:
+        return None
+    w.last_seen = reported
+    token = parse_token(reported)
+    if token is None:
+        return None
+    state.saw_leader_at(token)
+    ctx = current()
+    if ctx is not None:
+        ctx.committed(token, w.key)
+    else:
+        set_thread_own(token)
+    return token
+
+
+def _after_commit() -> None:
+    observe()
+
+
+def _ensure_key(conn: Any, w: _Watch, ctx: Optional[RoutingContext]) -> None:
+    """Put the context's key (or none) in force before a statement.  Costs
+    a query only when the key the server reports in force differs.  In a
+    transaction the key is set for it only (it lapses with a rollback);
+    behind a transaction pooler only that is sound, so outside one no key
+    is set there and finish_context() records the writes instead."""
+    if ctx is not None and ctx._in_key:
+        return  # resolving the key read the database: leave the key as it is
+    wanted = (ctx.key() if ctx is not None else None) or ""
+    local = bool(conn.in_atomic_block)
+    reported = drivers.parameter_status(raw_connection(conn), "distributed.session_key") or ""
+    if get_config().pooler == "transaction" and not local:
+        w.key = ""
+        return
+    if w.verified is not w.raw and get_config().pooler == "session":
+        # a session pooler hands out a server connection with whatever an
+        # earlier client left in force, and the start-up report it replays
+        # need not say so: set the key once per connection
+        reported = None
+    if reported == wanted:
+        w.key = wanted
+        return
+    _internal.on = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_catalog.set_config('distributed.session_key', %s, %s)", [wanted, local])
+    finally:
+        _internal.on = False
+    w.key = wanted
+    w.verified = w.raw
+    state.count("key_sets")
+
+
+class _LeaderWrapper:
+    def __init__(self, alias: str):
+        self.alias = alias
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if getattr(_internal, "on", False):
+            return execute(sql, params, many, context)
+        conn = context["connection"]
+        w = watch_leader(conn)
+        observe(conn)
+        if get_config().enabled:
+            _ensure_key(conn, w, current())
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            observe(conn)
+            if conn.in_atomic_block and not any(e[1] is _after_commit for e in conn.run_on_commit):
+                transaction.on_commit(_after_commit, using=self.alias)
+
+
+def _query(sql: str, params: Any) -> Any:
+    conn = _leader()
+    _internal.on = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()
+    finally:
+        _internal.on = False
+        observe(conn)
+
+
+def _own_token_asked(config: Any) -> Optional[Token]:
+    """The token of the context's writes when no ParameterStatus arrives
+    (a proxy that drops it): on a direct connection, its own last commit;
+    behind a transaction pooler, the leader's WAL insert position, which is
+    at or past every commit that has returned."""
+    state.count("token_queries")
+    if config.pooler == "transaction":
+        row = _query("SELECT distributed.token_timeline(distributed.replay_position())::text"
+                     " || ':' || pg_catalog.pg_current_wal_insert_lsn()::text", [])
+    else:
+        row = _query("SELECT distributed.last_commit()", [])
+    return parse_token(row[0])
+
+
+def needed_token(ctx: Optional[RoutingContext]) -> Optional[Token]:
+    """The highest token the current code must see: its own commits, and
+    its key's last write (looked up on the leader once per key and context,
+    under every hash of a secret rotation; the highest answer wins)."""
+    config = get_config()
+    observe()
+    if ctx is None:
+        return thread_own()
+    if ctx.routed_write and ctx.own is None and \
+            drivers.parameter_status(raw_connection(_leader()), "distributed.last_commit") is None:
+        token = _own_token_asked(config)
+        if token is not None:
+            ctx.committed(token, None)
+    if config.token_store == "leader":
+        keys = [k for k in ctx.keys() if k not in ctx.keys_looked_up]
+        if keys:
+            row = _query("SELECT array_agg(distributed.session_token(k)::text) FROM unnest(%s::text[]) AS k",
+                         [keys])
+            found = [parse_token(t) for t in (row[0] or [])]
+            state.count("lookups")
+            for k, t in zip(keys, found):
+                ctx.keys_looked_up[k] = t
+                state.saw_leader_at(t)
+                ctx.demand(t)
+    return ctx.token
+
+
+def record_under(ctx: RoutingContext) -> None:
+    """Record the context's writes under the keys the server could not
+    record them under as they committed: the final key when its last
+    recorded commit is below the context's own (a write behind a
+    transaction pooler outside a transaction, a login that changed the key
+    after the write), and keys named by readyourwrites.record_under()."""
+    config = get_config()
+    own = ctx.own
+    if own is None or config.token_store != "leader":
+        return
+    keys = set(ctx.also_record)
+    final = ctx.key()
+    if final:
+        keys.add(final)
+    keys = sorted(k for k in keys if not (k in ctx.keys_written and ctx.keys_written[k] >= own))
+    if not keys:
+        return
+    try:
+        _query("SELECT count(distributed.record(k, %s)) FROM unnest(%s::text[]) AS k", [str(own), keys])
+        state.count("records", len(keys))
+        for k in keys:
+            ctx.keys_written[k] = own
+    except Exception as e:
+        logger.warning("could not record the context's writes under its key (%s); "
+                       "grant EXECUTE on distributed.record(text, text) to this role", e)
+        state.count("record_failed")
+
+
+def finish_context(ctx: Optional[RoutingContext], in_loop: bool = False) -> None:
+    """At the end of a request or task: take the last commits and record
+    them under keys the server could not.  Never raises: the writes have
+    committed, and the response must go out."""
+    if ctx is None or not get_config().enabled:
+        return
+    if in_loop:
+        if ctx.own is not None and (ctx.also_record or ctx.routed_write):
+            state.count("record_skipped")
+        return
+    try:
+        observe()
+        record_under(ctx)
+    except Exception as e:  # a closed connection, a failed session load: never a 500
+        logger.warning("could not finish the routing context (%s)", e)
+        state.count("finish_failed")
+

@@ -1,0 +1,678 @@
+"""Issue 8: every way around the guarantee, each on real servers.
+
+Each test was first run against the code before the redesign (base commit
+7966a9c) and seen to fail; the report of issue 8 lists how.  Only the
+API the old code had is imported at module level, so that the same file
+runs on both; newer API is reached through getattr.
+"""
+import asyncio
+import concurrent.futures
+import io
+import json
+import os
+import threading
+import time
+from unittest import mock, skipUnless
+
+import django
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.db import connections, transaction
+from django.test import AsyncClient, Client, override_settings
+
+import readyourwrites
+from readyourwrites import acting_for, hash_key, use_leader
+from readyourwrites.conf import reset_config
+from readyourwrites.state import state
+from shop.models import Item
+
+from base import ClusterTestCase
+
+CLUSTER = None  # set by run_tests.py
+ALIASES = ("replica1", "replica2")
+
+
+def settings_with(**changes):
+    merged = dict(settings.READYOURWRITES)
+    merged.update(changes)
+    return override_settings(READYOURWRITES=merged)
+
+
+def _sign_cookie(token):
+    """A token cookie as the middleware signs it (Django's own API)."""
+    from django.http import HttpResponse
+
+    r = HttpResponse()
+    r.set_signed_cookie("readyourwrites", str(token), salt="readyourwrites")
+    return r.cookies["readyourwrites"].value
+
+
+def _unsign_cookie(value, max_age=None):
+    from django.http import HttpRequest
+
+    request = HttpRequest()
+    request.COOKIES["readyourwrites"] = value
+    return readyourwrites.parse_token(request.get_signed_cookie("readyourwrites", salt="readyourwrites",
+                                                                max_age=max_age))
+
+
+def _clear_hashes():
+    from readyourwrites import context
+
+    for name in ("_hash_cache",):
+        getattr(context, name).clear()
+
+
+class HoleTestCase(ClusterTestCase):
+    def follower(self, alias):
+        return CLUSTER.followers[ALIASES.index(alias)]
+
+    def pause_all(self):
+        for f in CLUSTER.followers:
+            f.pause()
+
+    def on_leader(self, sql, args=()):
+        return CLUSTER.leader.sql(sql, args, "app")[0][0]
+
+    def read_as(self, raw_key):
+        with acting_for(raw_key):
+            obj = Item.objects.get(pk=self.pk)
+        return obj.value, obj._state.db
+
+    def write(self, client, value):
+        r = client.post("/items/%d/" % self.pk, data=json.dumps({"value": value}),
+                        content_type="application/json")
+        self.assertEqual(r.status_code, 200)
+
+    def read(self, client):
+        r = client.get("/items/%d/" % self.pk)
+        self.assertEqual(r.status_code, 200)
+        return r.json()
+
+
+# -- 1. a follower that comes back lower -------------------------------------------
+
+class Hole1ServedConnectionReports(HoleTestCase):
+    """Two followers behind one alias ("lb"), a new connection for every
+    read (CONN_MAX_AGE = 0): each read lands on the other server."""
+
+    def setUp(self):
+        super().setUp()
+        from proxy import AlternatingProxy
+
+        self.proxy = AlternatingProxy(CLUSTER.dir, 5499, [(CLUSTER.dir, f.port) for f in CLUSTER.followers])
+        settings.DATABASES["lb"] = dict(settings.DATABASES["replica1"], PORT="5499", CONN_MAX_AGE=0)
+
+    def tearDown(self):
+        connections["lb"].close()
+        del connections["lb"]
+        del settings.DATABASES["lb"]
+        self.proxy.stop()
+        super().tearDown()
+
+    def test_two_servers_behind_one_alias(self):
+        with settings_with(FOLLOWERS=["lb"]):
+            reset_config()
+            self.follower("replica1").pause()
+            with acting_for("lb-user"):
+                Item.objects.filter(pk=self.pk).update(value=51)
+            CLUSTER.caught_up(self.follower("replica2"))
+            got = []
+            for _ in range(6):
+                connections["lb"].close()  # CONN_MAX_AGE = 0: a new connection per request
+                got.append(self.read_as("lb-user"))
+            self.assertEqual(len(set(self.proxy.served)), 2, "the proxy did not alternate")
+            self.assertEqual([v for v, _ in got], [51] * 6, "a read missed the user's own write: %r" % got)
+
+
+class Hole1RestartedBehind(HoleTestCase):
+    """replica1 restarted from an older copy of itself (as after a crash,
+    or a rebuild from an older backup), holding back the write: the position
+    its earlier connection reported must not serve the new connection."""
+
+    def test_follower_back_lower_after_a_restart(self):
+        import shutil
+
+        node = self.follower("replica1")
+        old = node.datadir + ".old"
+        with settings_with(FOLLOWERS=["replica1"]):
+            reset_config()
+            node.stop("fast")
+            shutil.rmtree(old, ignore_errors=True)
+            shutil.copytree(node.datadir, old, symlinks=True)
+            node.start()
+            connections["replica1"].close()  # it died with the stop
+            with acting_for("restart-user"):
+                Item.objects.filter(pk=self.pk).update(value=141)
+            CLUSTER.caught_up(node)
+            self.assertEqual(self.read_as("restart-user"), (141, "replica1"))  # learns its position
+            node.stop("immediate")
+            shutil.rmtree(node.datadir)
+            os.rename(old, node.datadir)
+            with open(os.path.join(node.datadir, "postgresql.conf"), "a") as f:
+                f.write("recovery_min_apply_delay = '1d'\n")  # it stays behind the write
+            node.start()
+            try:
+                lacking = node.sql("SELECT value FROM shop_item WHERE id = %s", (self.pk,), "app")[0][0]
+                self.assertEqual(lacking, 0, "the restored follower already has the write")
+                connections["replica1"].close()  # CONN_MAX_AGE = 0: a new connection per request
+                self.assertEqual(self.read_as("restart-user")[0], 141, "read the restarted follower's old data")
+            finally:
+                connections["replica1"].close()
+                node.stop("fast")
+                with open(os.path.join(node.datadir, "postgresql.conf")) as f:
+                    conf = f.read().replace("recovery_min_apply_delay = '1d'\n", "")
+                with open(os.path.join(node.datadir, "postgresql.conf"), "w") as f:
+                    f.write(conf)
+                node.start()
+                CLUSTER.caught_up(node)
+
+
+# -- 2. writes that do not pass db_for_write ---------------------------------------
+
+class Hole2WritesAroundTheRouter(HoleTestCase):
+    STYLES = ("using_update", "save_using", "atomic_using", "raw_sql")
+
+    def _write(self, style, value):
+        if style == "using_update":
+            Item.objects.using("default").filter(pk=self.pk).update(value=value)
+        elif style == "save_using":
+            obj = Item(pk=self.pk, value=value)
+            obj.save(using="default")
+        elif style == "atomic_using":
+            with transaction.atomic(using="default"):
+                with connections["default"].cursor() as cur:
+                    cur.execute("UPDATE shop_item SET value = %s WHERE id = %s", [value, self.pk])
+        else:
+            with connections["default"].cursor() as cur:
+                cur.execute("UPDATE shop_item SET value = %s WHERE id = %s", [value, self.pk])
+
+    def test_each_write_is_recorded_under_the_requests_key(self):
+        for n, style in enumerate(self.STYLES):
+            with self.subTest(style=style):
+                # an earlier request leaves its key on the saved connection
+                with acting_for("earlier-user"):
+                    Item.objects.filter(pk=self.pk).update(value=1)
+                left = self.on_leader("SELECT distributed.session_token(%s)", (hash_key("earlier-user"),))
+                self.pause_all()
+                writer = "writer-%s" % style
+                value = 60 + n
+                with acting_for(writer):
+                    Item.objects.get(pk=self.pk)  # a read first: the key is looked up
+                    self._write(style, value)
+                # another process (here: a fresh context) finds the write
+                self.assertEqual(self.read_as(writer)[0], value, "%s: write not under the request's key" % style)
+                self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)",
+                                                (hash_key("earlier-user"),)), left,
+                                 "%s: recorded under the key an earlier request left" % style)
+                for f in CLUSTER.followers:
+                    f.resume()
+
+    def test_django_connection_pool(self):
+        """Django 5.1+'s pool with psycopg 3: a pooled connection comes back
+        with the key an earlier borrower left on it."""
+        import subprocess
+        import sys
+
+        import django
+
+        import importlib.util
+
+        if not (importlib.util.find_spec("psycopg") and importlib.util.find_spec("psycopg_pool")):
+            self.skipTest("psycopg 3 and psycopg_pool are needed")
+        if django.VERSION < (5, 1):
+            self.skipTest("Django's connection pool is new in 5.1")
+        self.pause_all()
+        script = (
+            "import django, sys; django.setup()\n"
+            "from django.db import connections\n"
+            "from readyourwrites import acting_for\n"
+            "from shop.models import Item\n"
+            "pk = int(sys.argv[1])\n"
+            "last = lambda: connections['default'].connection.info.parameter_status('distributed.last_commit')\n"
+            "with acting_for('pool-a'):\n"
+            "    Item.objects.filter(pk=pk).update(value=1)\n"
+            "    a = last()\n"
+            "connections['default'].close()  # back to the pool, with its key\n"
+            "with acting_for('pool-b'):\n"
+            "    Item.objects.get(pk=pk)\n"
+            "    raw = connections['default'].connection\n"
+            "    Item.objects.using('default').filter(pk=pk).update(value=151)\n"
+            "    b = last()\n"
+            "connections['default'].close()\n"
+            "print('pooled', type(raw).__module__, a.decode() if isinstance(a, bytes) else a)\n"
+        )
+        env = dict(os.environ, DJANGO_SETTINGS_MODULE="testproject.settings_pool",
+                   PYTHONPATH=os.pathsep.join(p for p in __import__("sys").path if p))
+        out = subprocess.run([sys.executable, "-c", script, str(self.pk)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.assertEqual(out.returncode, 0, out.stdout)
+        self.assertIn("pooled psycopg", out.stdout)
+        self.assertEqual(self.read_as("pool-b")[0], 151, "the pooled write was not under its borrower's key")
+        token_a = out.stdout.split()[-1]
+        self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)", (hash_key("pool-a"),)), token_a,
+                         "the next borrower's write was recorded under the key left on the pooled connection")
+
+    def test_a_write_with_no_context_is_not_recorded_under_a_left_key(self):
+        with acting_for("left-user"):
+            Item.objects.filter(pk=self.pk).update(value=2)
+        left = self.on_leader("SELECT distributed.session_token(%s)", (hash_key("left-user"),))
+        Item.objects.using("default").filter(pk=self.pk).update(value=3)  # no context
+        self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)", (hash_key("left-user"),)), left)
+
+
+class Hole2SessionPooler(HoleTestCase):
+    """pgbouncer in session mode in front of the leader, with one server
+    connection and no server_reset_query: a key a client left on the
+    server connection is still in force for the next client."""
+
+    def setUp(self):
+        super().setUp()
+        import subprocess
+
+        self.bdir = os.path.join(CLUSTER.dir, "pgbouncer-session")
+        os.makedirs(self.bdir, exist_ok=True)
+        user = CLUSTER.leader.sql("SELECT current_user")[0][0]
+        ini = os.path.join(self.bdir, "pgbouncer.ini")
+        with open(ini, "w") as f:
+            f.write("\n".join([
+                "[databases]",
+                "app_session = host=%s port=%d dbname=app pool_size=1" % (CLUSTER.dir, CLUSTER.leader.port),
+                "[pgbouncer]", "listen_addr =", "unix_socket_dir = %s" % self.bdir, "listen_port = 6497",
+                "auth_type = trust", "auth_file = %s" % os.path.join(self.bdir, "users.txt"),
+                "pool_mode = session", "server_reset_query =", "max_client_conn = 50",
+                "ignore_startup_parameters = extra_float_digits,options",
+                "logfile = %s" % os.path.join(self.bdir, "pgbouncer.log"),
+                "pidfile = %s" % os.path.join(self.bdir, "pgbouncer.pid"), ""]))
+        with open(os.path.join(self.bdir, "users.txt"), "w") as f:
+            f.write('"%s" ""\n' % user)
+        subprocess.run(["pgbouncer", "-d", ini], check=True)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(self.bdir, ".s.PGSQL.6497")):
+            self.assertLess(time.monotonic(), deadline, "pgbouncer did not start")
+            time.sleep(0.02)
+        settings.DATABASES["sess"] = dict(settings.DATABASES["default"], HOST=self.bdir, PORT="6497",
+                                          NAME="app_session", CONN_MAX_AGE=0)
+
+    def tearDown(self):
+        connections["sess"].close()
+        del connections["sess"]
+        del settings.DATABASES["sess"]
+        with open(os.path.join(self.bdir, "pgbouncer.pid")) as f:
+            os.kill(int(f.read().strip()), 15)
+        super().tearDown()
+
+    def test_a_key_left_on_a_session_pooled_server_connection(self):
+        with settings_with(LEADER="sess", POOLER="session"):
+            reset_config()
+            with acting_for("sess-a"):
+                Item.objects.filter(pk=self.pk).update(value=1)
+            connections["sess"].close()  # the server connection goes back, key and all
+            left = self.on_leader("SELECT distributed.session_token(%s)", (hash_key("sess-a"),))
+            Item.objects.filter(pk=self.pk).update(value=161)  # another client, no key
+            connections["sess"].close()
+            self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)", (hash_key("sess-a"),)), left,
+                             "a write without a key was recorded under the key a client left in the pooler")
+
+
+# -- 3. the cookie token store ----------------------------------------------------
+
+class Hole3CookieStore(HoleTestCase):
+    def _writes_set_the_cookie(self, client, path):
+        self.pause_all()
+        with settings_with(TOKEN_STORE="cookie"):
+            reset_config()
+            r = client.post(path)
+            self.assertEqual(r.status_code, 200)
+            if getattr(r, "streaming", False):
+                b"".join(r.streaming_content) if not getattr(r, "is_async", False) else None
+            self.assertIn("readyourwrites", r.cookies, "%s set no token cookie" % path)
+            got = self.read(client)
+            self.assertEqual(got["db"], "default")
+
+    def test_streaming_response_sets_the_cookie(self):
+        self._writes_set_the_cookie(Client(), "/holes/stream-write/%d/71/" % self.pk)
+
+    def test_file_response_sets_the_cookie(self):
+        self._writes_set_the_cookie(Client(), "/holes/file-write/%d/72/" % self.pk)
+
+    def test_write_the_router_did_not_see_sets_the_cookie(self):
+        self._writes_set_the_cookie(Client(), "/holes/raw-write/%d/73/" % self.pk)
+
+    @skipUnless(django.VERSION >= (4, 2), "async streaming responses are new in Django 4.2")
+    def test_async_streaming_response_sets_the_cookie(self):
+        self.pause_all()
+        with settings_with(TOKEN_STORE="cookie"):
+            reset_config()
+            client = AsyncClient()
+
+            async def flow():
+                r = await client.post("/holes/async-stream-write/%d/74/" % self.pk)
+                async for _ in r.streaming_content:
+                    pass
+                return r
+            r = asyncio.run(flow())
+            self.assertIn("readyourwrites", r.cookies)
+
+    def test_a_request_never_lowers_the_cookie_it_came_with(self):
+        """A concurrent request of the same browser already raised the
+        cookie: a request that came with it and wrote less leaves it."""
+
+        client = Client()
+        with settings_with(TOKEN_STORE="cookie"):
+            reset_config()
+            r = client.post("/holes/raw-write/%d/76/" % self.pk)
+            mine = _unsign_cookie(r.cookies["readyourwrites"].value, max_age=3600)
+            higher = readyourwrites.Token(mine.timeline, mine.lsn + 10**6)
+            client.cookies["readyourwrites"] = _sign_cookie(higher)
+            r = client.post("/holes/raw-write/%d/77/" % self.pk)
+            self.assertEqual(r.status_code, 200)
+            if "readyourwrites" in r.cookies:
+                now = _unsign_cookie(r.cookies["readyourwrites"].value)
+                self.assertGreaterEqual(now, higher, "the response lowered the cookie")
+
+    def test_an_old_cookie_is_ignored(self):
+
+        self.pause_all()
+        with acting_for("cookie-writer"):
+            Item.objects.filter(pk=self.pk).update(value=75)
+            token = str(readyourwrites.parse_token(
+                connections["default"].connection.info.parameter_status("distributed.last_commit")
+                if hasattr(connections["default"].connection, "info")
+                else connections["default"].connection.get_parameter_status("distributed.last_commit")))
+        with settings_with(TOKEN_STORE="cookie", COOKIE_MAX_AGE=60):
+            reset_config()
+            client = Client()
+            fresh = Client()
+            fresh.cookies["readyourwrites"] = _sign_cookie(token)
+            self.assertEqual(self.read(fresh)["db"], "default", "a fresh cookie must be honoured")
+            with mock.patch("time.time", return_value=time.time() - 3600):
+                signed = _sign_cookie(token)
+            client.cookies["readyourwrites"] = signed
+            got = self.read(client)
+            # an hour-old cookie demands nothing: the (paused) followers serve
+            self.assertNotEqual(got["db"], "default", "a cookie older than COOKIE_MAX_AGE was honoured")
+
+
+# -- 4. threads ---------------------------------------------------------------------
+
+class Hole4Threads(HoleTestCase):
+    def test_executor_carries_the_requests_context(self):
+        carry = getattr(readyourwrites, "carry_context", lambda f: f)
+        self.pause_all()
+
+        def read():
+            try:
+                obj = Item.objects.get(pk=self.pk)
+                return obj.value, obj._state.db
+            finally:
+                connections.close_all()
+
+        with acting_for("thread-user"):
+            Item.objects.filter(pk=self.pk).update(value=81)
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                results = [pool.submit(carry(read)).result() for _ in range(3)]
+            out = []
+            t = threading.Thread(target=carry(lambda: out.append(read())))
+            t.start()
+            t.join()
+        self.assertEqual([v for v, _ in results + out], [81] * 4)
+
+
+# -- 5. async ------------------------------------------------------------------------
+
+class Hole5Async(HoleTestCase):
+    @skipUnless(django.VERSION >= (4, 2), "async streaming responses are new in Django 4.2")
+    def test_async_streaming_body_runs_in_the_requests_context(self):
+        self.pause_all()
+        writer = Client()
+
+        def write_elsewhere():  # another thread: this one's own writes prove nothing
+            try:
+                self.write(writer, 91)
+            finally:
+                connections.close_all()
+        t = threading.Thread(target=write_elsewhere)
+        t.start()
+        t.join()
+        client = AsyncClient()
+        client.cookies = writer.cookies
+
+        async def flow():
+            r = await client.get("/holes/async-stream-read/%d/" % self.pk)
+            return json.loads(b"".join([c async for c in r.streaming_content]))
+        self.assertEqual(asyncio.run(flow())["value"], 91)
+
+    def test_use_leader_on_async_def(self):
+        from asgiref.sync import sync_to_async
+
+        @use_leader()
+        async def read():
+            obj = await sync_to_async(Item.objects.get)(pk=self.pk)
+            return obj._state.db
+        self.assertEqual(asyncio.run(read()), "default")
+
+    def test_acting_for_on_async_def(self):
+        from asgiref.sync import sync_to_async
+
+        self.pause_all()
+        with acting_for("async-user"):
+            Item.objects.filter(pk=self.pk).update(value=92)
+
+        @acting_for("async-user")
+        async def read():
+            obj = await sync_to_async(Item.objects.get)(pk=self.pk)
+            return obj.value
+        self.assertEqual(asyncio.run(read()), 92)
+
+
+# -- 6. secret rotation --------------------------------------------------------------
+
+class Hole6SecretRotation(HoleTestCase):
+    def test_new_process_finds_writes_hashed_under_the_old_secret(self):
+        self.pause_all()
+        with override_settings(SECRET_KEY="old-secret-" + "x" * 40):
+            reset_config()
+            _clear_hashes()
+            with acting_for("rotating-user"):
+                Item.objects.filter(pk=self.pk).update(value=101)
+        self.pause_all()
+        with override_settings(SECRET_KEY="new-secret-" + "y" * 40,
+                               SECRET_KEY_FALLBACKS=["old-secret-" + "x" * 40]):
+            reset_config()
+            _clear_hashes()
+            self.assertEqual(self.read_as("rotating-user")[0], 101)
+        _clear_hashes()
+
+
+# -- 7. writers without a Django session ---------------------------------------------
+
+class Hole7HeaderTokens(HoleTestCase):
+    def test_login_through_a_header_token(self):
+        name = "api%d" % self.pk
+        with use_leader():
+            User.objects.create_user(name, password="pw")
+        for f in CLUSTER.followers:
+            CLUSTER.caught_up(f)
+        self.pause_all()
+        with settings_with(SESSION_KEY="auth"):
+            reset_config()
+            client = Client()
+            r = client.post("/api/login/", data=json.dumps({"username": name, "password": "pw"}),
+                            content_type="application/json")
+            self.assertEqual(r.status_code, 200)
+            token = r.json()["token"]
+            self.assertNotIn("sessionid", client.cookies)
+            r = Client().get("/api/whoami/", HTTP_AUTHORIZATION="Token " + token)
+            self.assertEqual(r.status_code, 200, "the token row was read from a follower that lacks it")
+            self.assertEqual(r.json()["user"], name)
+
+
+# -- 8. background tasks --------------------------------------------------------------
+
+class Hole8Celery(HoleTestCase):
+    def test_task_sees_what_the_request_that_enqueued_it_wrote(self):
+        from celery import Celery
+        from celery.contrib.testing.worker import start_worker
+        from celery.signals import before_task_publish
+
+        app = Celery("ryw8", broker="memory://", backend="cache+memory://")
+        app.conf.update(task_always_eager=False, worker_hijack_root_logger=False)
+
+        @app.task(name="ryw8.read_item")
+        def read_item(pk):
+            try:
+                obj = Item.objects.get(pk=pk)
+                return obj.value, obj._state.db
+            finally:
+                connections.close_all()
+
+        published = []
+
+        def capture(headers=None, body=None, **kw):
+            published.append(json.dumps([headers, body], default=str))
+        before_task_publish.connect(capture, weak=False)
+        try:
+            self.pause_all()
+            client = Client()
+            self.write(client, 12)
+            raw_key = client.cookies["sessionid"].value
+            with acting_for(raw_key):
+                Item.objects.filter(pk=self.pk).update(value=13)
+                pending = [read_item.delay(self.pk) for _ in range(3)]
+            with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+                results = [p.get(timeout=30) for p in pending]
+        finally:
+            before_task_publish.disconnect(capture)
+        self.assertEqual([v for v, _ in results], [13] * 3)
+        for message in published:
+            self.assertNotIn(raw_key, message, "a raw session key went through the broker")
+            self.assertNotIn(hash_key(raw_key), message)
+
+
+# -- failures and operations ---------------------------------------------------------
+
+class Operations(HoleTestCase):
+    def test_follower_back_within_one_cooldown_despite_dead_saved_connections(self):
+        """Three threads each hold a saved connection to replica2; it is
+        restarted.  The first thread's failure arms the cool-down; the
+        others' dead saved connections must not re-arm it."""
+        victim = self.follower("replica2")
+        pools = [concurrent.futures.ThreadPoolExecutor(1) for _ in range(3)]
+
+        def read():
+            obj = Item.objects.get(pk=self.pk)
+            return obj._state.db
+
+        try:
+            with settings_with(FOLLOWERS=["replica2"], COOLDOWN_SECONDS=1):
+                reset_config()
+                for p in pools:
+                    self.assertEqual(p.submit(read).result(), "replica2")
+                victim.stop("immediate")
+                victim.start()
+                CLUSTER.caught_up(victim)
+                pools[0].submit(read).result()  # its saved connection is dead: the read runs on the leader
+                counts = state.snapshot()["counts"]
+                self.assertEqual((counts.get("follower_failures", 0), counts.get("retried_on_leader", 0)), (1, 1))
+                time.sleep(1.2)  # the cool-down passes (the follower is back)
+                served = [p.submit(read).result() for p in pools[1:]]
+                counts = state.snapshot()["counts"]
+                self.assertEqual(counts.get("follower_failures", 0), 1,
+                                 "a dead saved connection re-armed the cool-down")
+                self.assertEqual(counts.get("retried_on_leader", 0), 1)
+                self.assertEqual(served, ["replica2", "replica2"])
+        finally:
+            for p in pools:
+                p.submit(connections.close_all).result()
+                p.shutdown()
+
+    def test_leader_connection_closed_under_the_request_is_no_500(self):
+        client = Client()
+        self.write(client, 1)  # a session
+        try:
+            r = client.post("/holes/raw-write-lose/%d/111/" % self.pk)
+            self.assertEqual(r.status_code, 200)
+        finally:
+            connections["default"].close()
+
+    def test_status_shows_no_lag_for_an_idle_caught_up_follower(self):
+        for f in CLUSTER.followers:
+            CLUSTER.caught_up(f)
+        out = io.StringIO()
+        call_command("readyourwrites_status", "--json", stdout=out)
+        report = json.loads(out.getvalue())
+        for alias in ALIASES:
+            self.assertEqual(report["databases"][alias]["replay_lag_seconds"], 0, alias)
+        self.assertNotIn("process", report, "the command's own counters shown as the site's")
+        # with the leader unreachable, how far a follower is behind is
+        # unknown: shown as such, not as 0
+        out = io.StringIO()
+        with mock.patch.dict(settings.DATABASES["default"], {"PORT": "1"}):
+            connections["default"].close()
+            del connections["default"]
+            try:
+                call_command("readyourwrites_status", stdout=out)
+            finally:
+                del connections["default"]
+        text = out.getvalue()
+        self.assertRegex(text, r"default +leader +ERROR")
+        self.assertRegex(text, r"replica1 +follower .*behind=unknown")
+        self.assertNotIn("behind=0", text)
+
+    def test_system_checks(self):
+        from django.core import checks
+
+        mw = list(settings.MIDDLEWARE)
+        swapped = [mw[1], mw[0]] + mw[2:]
+        with override_settings(MIDDLEWARE=swapped):
+            ids = {m.id for m in checks.run_checks(tags=[checks.Tags.compatibility])}
+        self.assertIn("readyourwrites.E002", ids)
+        rw = dict(settings.READYOURWRITES)
+        del rw["FOLLOWERS"]
+        with override_settings(READYOURWRITES=rw):
+            ids = {m.id for m in checks.run_checks(tags=[checks.Tags.compatibility])}
+        self.assertIn("readyourwrites.E001", ids)
+        with settings_with(SESSION_KEY="no.such.module.key"):
+            ids = {m.id for m in checks.run_checks(tags=[checks.Tags.compatibility])}
+        self.assertIn("readyourwrites.E001", ids)
+        with settings_with(FOLLOWERS=["nope"]):
+            ids = {m.id for m in checks.run_checks(tags=[checks.Tags.compatibility])}
+        self.assertIn("readyourwrites.E001", ids)
+        reset_config()
+
+    def test_models_of_other_apps_are_left_to_other_routers(self):
+        router = readyourwrites.ReadYourWritesRouter()
+        with settings_with(APPS=["shop"]):
+            reset_config()
+            self.assertIsNone(router.db_for_read(User))
+            self.assertIsNone(router.db_for_write(User))
+            self.assertEqual(router.db_for_write(Item), "default")
+
+    def test_enabled_off_routes_nothing(self):
+        router = readyourwrites.ReadYourWritesRouter()
+        with settings_with(ENABLED=False):
+            reset_config()
+            self.assertIsNone(router.db_for_read(Item))
+            self.assertIsNone(router.db_for_write(Item))
+
+    def test_current_token_and_use_follower(self):
+        self.pause_all()
+        with acting_for("api-user"):
+            Item.objects.filter(pk=self.pk).update(value=121)
+            token = readyourwrites.current_token()
+            self.assertEqual(str(token), self.on_leader("SELECT distributed.session_token(%s)",
+                                                        (hash_key("api-user"),)))
+            with readyourwrites.use_follower():
+                obj = Item.objects.get(pk=self.pk)
+            self.assertIn(obj._state.db, ALIASES)
+            self.assertEqual(Item.objects.get(pk=self.pk)._state.db, "default")
+
+    def test_settings_reread_on_setting_changed(self):
+        from readyourwrites.conf import get_config
+
+        get_config()
+        with settings_with(POLICY="raise"):
+            self.assertEqual(get_config().policy, "raise")
+        self.assertEqual(get_config().policy, settings.READYOURWRITES["POLICY"])
