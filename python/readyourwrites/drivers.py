@@ -14,8 +14,11 @@ __all__ = ["parameter_status", "raw_connection", "raw_closed", "sqlstate", "conn
 # The one table to change when the extension's codes change.
 WAIT_ANSWERS = {
     "57014": "timeout",
-    "55000": "promoted",       # also "not in recovery"
-    "55U01": "unreachable",
+    "55U01": "unreachable",    # the token's timeline is not in this server's history
+    "55U02": "promoted",       # the server left recovery while the wait slept
+    "55U03": "not_in_recovery",
+    "55U04": "unreachable",    # the timeline history file is missing or corrupt
+    "55U05": "unreachable",    # a token before the start of its own timeline
 }
 SNAPSHOT_HELD = "25001"        # wait_for refuses inside a snapshot: use wait()
 RECOVERY_CONFLICT = "40001"

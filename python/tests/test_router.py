@@ -287,6 +287,8 @@ class TokenPaths(RouterTestCase):
     def test_token_from_the_function_when_a_proxy_drops_parameter_status(self):
         from unittest import mock
 
+        import psycopg2
+
         from readyourwrites import drivers
 
         real = drivers.parameter_status
@@ -562,6 +564,30 @@ class Plumbing(RouterTestCase):
             cur.execute("SELECT distributed.last_commit()")
             self.assertEqual(reported, cur.fetchone()[0])
         c2.close()
+
+    def test_wait_outcomes_are_told_apart_by_sqlstate(self):
+        """The extension's SQLSTATEs for a wait that cannot reach its token
+        map to distinct answers (design invariant 8): a server that is not
+        a standby is not "promoted", and a token the follower has not
+        replayed yet times out."""
+        import psycopg2
+
+        from readyourwrites import drivers
+
+        def answer(node, token):
+            conn = node.connect("app")
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("CALL distributed.wait_for(%s, 0)", [token])
+                return "reached"
+            except psycopg2.DatabaseError as e:
+                return drivers.WAIT_ANSWERS.get(drivers.sqlstate(e), "unmapped " + str(drivers.sqlstate(e)))
+            finally:
+                conn.close()
+
+        self.assertEqual(answer(CLUSTER.leader, "1:FFFFFFFF/0"), "not_in_recovery")
+        CLUSTER.followers[0].pause()
+        self.assertEqual(answer(CLUSTER.followers[0], "1:FFFFFFFF/0"), "timeout")
 
     def test_migrations_only_on_the_leader_and_relations_allowed(self):
         router = readyourwrites.ReadYourWritesRouter()
