@@ -448,8 +448,8 @@ micro_main(MicroConfig *cfg)
 		start_waiters(&m, cfg->waiters, tok, (int) (cfg->cpu_s * 1000) + 60000);
 		wait_for_waiters(&m, cfg->waiters);
 		npids = waiter_pids(&m, pids, cfg->waiters);
-		/* let the last ones go to sleep before counting */
-		sleep_ms(200);
+		/* let the last of many go to sleep (on two busy cores) before counting */
+		sleep_ms(1000);
 		cpu_share(&m, postmaster, watcher, &busy_all, &busy_watch, pids, npids,
 				  &busy_wakeups);
 		(void) resume_replay(&m);

@@ -355,9 +355,14 @@ them show in \`distributed.waiters\`, replay is resumed. A sample is the
 waiter's \`clock_timestamp()\` right after its wait returned minus the
 \`clock_timestamp()\` read in the statement that resumed replay, right after
 \`pg_wal_replay_resume()\` returned (one server clock). It includes replaying
-the pending commit. Idle cost: with replay paused, CPU time (user + system,
-from /proc) of all the follower's processes, as a share of one core.
-\`distributed.watch_interval\` is 1 ms.
+the pending commit. Per waiter woken, the CPU time of the follower's
+processes and their time runnable but waiting for a core (from
+/proc/<pid>/schedstat) say what many waiters on few cores can reach. Idle
+cost: with replay paused, CPU time (user + system, from /proc) of all the
+follower's processes, as a share of one core, and the wake-ups (context
+switches) of the replay watcher and of the sleeping waiters.
+\`distributed.watch_interval\` is 1 ms. \`bash bench/micro.sh\` runs this
+part alone, for several PostgreSQL installations.
 
 $(cat "$W/wake.md")
 EOF

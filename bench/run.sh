@@ -73,6 +73,13 @@ echo "== wake-up latency and idle waiters"
 bench/distbench wake --leader "$LEADER" --follower "${FOLLOWERS[0]}" \
     --rounds-one 200 --rounds-many 10 --waiters 200 --cpu-seconds 5 \
     --markdown "$WORK/wake.md" --tsv "$WORK/wake.tsv"
+# 1,000 waiters at once: 1,000 connections to follower 1 (and as many files)
+as_pg "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/follower1" -m fast -w -o "-c max_connections=1100" \
+    -l "$CLUSTER_DIR/follower1.log" restart >/dev/null
+( ulimit -n "$(ulimit -Hn)"
+  bench/distbench wake --leader "$LEADER" --follower "${FOLLOWERS[0]}" \
+      --rounds-one 0 --rounds-many 10 --waiters 1000 --cpu-seconds 5 \
+      --markdown "$WORK/wake.md" )
 
 echo "== commit overhead: pgbench with and without the library, interleaved"
 cluster_stop_node follower2
