@@ -26,6 +26,22 @@ LEADER=
 FOLLOWERS=()
 CLUSTER_NODES=()
 
+# A base port P with P..P+39 free on this host, for runs that listen on
+# 127.0.0.1 (TCP ports, unlike Unix sockets in a scratch directory, are
+# shared with every other run on the machine).
+pick_base_port() {
+    local base used
+    used=$(ss -Htln 2>/dev/null | awk '{ n = split($4, a, ":"); print a[n] }')
+    for _ in $(seq 1 50); do
+        base=$((20000 + (RANDOM % 200) * 100))
+        if ! awk -v b="$base" '$1 >= b && $1 < b + 40 { f = 1 } END { exit !f }' <<<"$used"; then
+            echo "$base"
+            return 0
+        fi
+    done
+    echo 5470
+}
+
 as_pg() { runuser -u "$RUN_AS" -- "$@"; }
 
 conninfo() { echo "host=$CLUSTER_DIR port=$1 user=postgres dbname=postgres"; }
