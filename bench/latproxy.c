@@ -20,6 +20,13 @@
  * per-mapping counts (connections, chunks, bytes) on stderr and exits.
  * Only loopback addresses, by construction.
  *
+ * Why not toxiproxy: it installs (go install
+ * github.com/Shopify/toxiproxy/v2/cmd/server@latest; the cmd/toxiproxy-server
+ * path of older releases no longer exists) and its latency toxic works the
+ * same way, but it takes whole milliseconds, and the followers here are
+ * 0.5 ms away each way; it also needs the module proxy and an HTTP API call
+ * per proxy, which the test command's smoke run should not.
+ *
  *-------------------------------------------------------------------------
  */
 #include <errno.h>

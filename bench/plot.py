@@ -58,28 +58,29 @@ def read_tsv(path):
 
 
 def follower_share(rows, outdir):
+    """A grid: one row per strategy, one column per scenario, each cell the
+    share of reads served by a follower (and the ideal share below it)."""
     scenarios = list(dict.fromkeys(r[0] for r in rows))
     strategies = list(dict.fromkeys(r[1] for r in rows))
-    share = {(r[0], r[1]): 100 * float(r[3]) for r in rows}
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(strategies) * max(1, len(scenarios)) + 1.5))
-    height = 0.8 / len(scenarios)
-    for i, sc in enumerate(scenarios):
-        ys, xs = [], []
-        for j, st in enumerate(strategies):
+    share = {(r[0], r[1]): (100 * float(r[3]), 100 * float(r[5])) for r in rows}
+    grid = [[share.get((sc, st), (float("nan"), 0))[0] for sc in scenarios] for st in strategies]
+    fig, ax = plt.subplots(figsize=(2.1 * len(scenarios) + 3.2, 0.42 * len(strategies) + 1.6))
+    cmap = matplotlib.colormaps["RdYlGn"].copy()
+    cmap.set_bad("#eeeeee")
+    ax.imshow(grid, cmap=cmap, vmin=0, vmax=100, aspect="auto", alpha=0.55)
+    for i, st in enumerate(strategies):
+        for j, sc in enumerate(scenarios):
             if (sc, st) in share:
-                ys.append(j + i * height)
-                xs.append(share[sc, st])
-        bars = ax.barh(ys, xs, height=height, label=sc)
-        for b, x in zip(bars, xs):
-            ax.text(x + 1, b.get_y() + b.get_height() / 2, f"{x:.0f} %", va="center", fontsize=8)
-    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(strategies))])
+                v, ideal = share[sc, st]
+                ax.text(j, i, f"{v:.0f} %\n(ideal {ideal:.0f} %)", ha="center", va="center", fontsize=8)
+            else:
+                ax.text(j, i, "not run", ha="center", va="center", fontsize=7, color="#888888")
+    ax.set_xticks(range(len(scenarios)))
+    ax.set_xticklabels(scenarios)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(strategies)))
     ax.set_yticklabels([label(s) for s in strategies])
-    ax.invert_yaxis()
-    ax.set_xlim(0, 140)
-    ax.set_xticks(range(0, 101, 20))
-    ax.set_xlabel("reads served by a follower (%)")
-    ax.set_title("Follower share per strategy and scenario")
-    ax.legend(title="scenario", loc="lower right")
+    ax.set_title("Reads served by a follower, per strategy and scenario", pad=24)
     fig.tight_layout()
     fig.savefig(os.path.join(outdir, "follower-share.png"), dpi=110)
     plt.close(fig)
