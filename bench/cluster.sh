@@ -6,15 +6,41 @@
 #   cluster_stop                  stops what cluster_start started, removes the directory
 #
 # LEADER and FOLLOWERS[i] are libpq connection strings.
+#
+# Which PostgreSQL: PG_BINDIR (its bin directory) or PG_CONFIG, else
+# Debian's 15.  For the latency scenario (bench/latency.sh):
+#   CLUSTER_TCP=1         the servers also listen on 127.0.0.1 (same ports)
+#   CLUSTER_REPL_PORT=P   followers stream from 127.0.0.1:P (a proxy that
+#                         forwards to the leader) instead of its Unix socket
 
+if [ -n "${PG_BINDIR:-}" ]; then
+    PG_CONFIG=${PG_CONFIG:-$PG_BINDIR/pg_config}
+fi
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+export PG_CONFIG
 RUN_AS=${RUN_AS:-postgres}
-PGBIN=$("$PG_CONFIG" --bindir)
+PGBIN=${PG_BINDIR:-$("$PG_CONFIG" --bindir)}
 BASE_PORT=${BASE_PORT:-5450}
 CLUSTER_DIR=
 LEADER=
 FOLLOWERS=()
 CLUSTER_NODES=()
+
+# A base port P with P..P+39 free on this host, for runs that listen on
+# 127.0.0.1 (TCP ports, unlike Unix sockets in a scratch directory, are
+# shared with every other run on the machine).
+pick_base_port() {
+    local base used
+    used=$(ss -Htln 2>/dev/null | awk '{ n = split($4, a, ":"); print a[n] }')
+    for _ in $(seq 1 50); do
+        base=$((20000 + (RANDOM % 200) * 100))
+        if ! awk -v b="$base" '$1 >= b && $1 < b + 40 { f = 1 } END { exit !f }' <<<"$used"; then
+            echo "$base"
+            return 0
+        fi
+    done
+    echo 5470
+}
 
 as_pg() { runuser -u "$RUN_AS" -- "$@"; }
 
@@ -26,7 +52,7 @@ cluster_start() {
     chown "$RUN_AS": "$CLUSTER_DIR"
     as_pg "$PGBIN/initdb" -D "$CLUSTER_DIR/leader" -A trust -U postgres >/dev/null
     cat >> "$CLUSTER_DIR/leader/postgresql.conf" <<CONF
-listen_addresses = ''
+listen_addresses = '${CLUSTER_TCP:+127.0.0.1}'
 unix_socket_directories = '$CLUSTER_DIR'
 port = $BASE_PORT
 shared_preload_libraries = 'distributed'
@@ -45,6 +71,11 @@ CONF
         as_pg "$PGBIN/pg_basebackup" -h "$CLUSTER_DIR" -p "$BASE_PORT" -U postgres \
             -D "$CLUSTER_DIR/follower$i" -R
         sed -i "s/^port = $BASE_PORT\$/port = $port/" "$CLUSTER_DIR/follower$i/postgresql.conf"
+        if [ -n "${CLUSTER_REPL_PORT:-}" ]; then
+            # the last setting wins over the one pg_basebackup -R wrote
+            echo "primary_conninfo = 'host=127.0.0.1 port=$CLUSTER_REPL_PORT user=postgres application_name=follower$i'" \
+                >> "$CLUSTER_DIR/follower$i/postgresql.auto.conf"
+        fi
         as_pg "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/follower$i" -l "$CLUSTER_DIR/follower$i.log" -w start >/dev/null
         CLUSTER_NODES+=("follower$i")
         FOLLOWERS+=("$(conninfo "$port")")

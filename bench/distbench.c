@@ -30,6 +30,7 @@ usage(void)
 			"  distbench route --leader CONNINFO --follower CONNINFO [--follower ...]\n"
 			"      [--strategies LIST]   comma-separated, of: leader naive time:W check\n"
 			"                            wait:T wait-fn:T check-pipe wait-pipe:T\n"
+			"                            wait-one:T gitlab maxscale:T waitfor:T\n"
 			"                            (W, T in ms)\n"
 			"      [--sessions N] [--reads R] [--think-ms M] [--duration S]\n"
 			"      [--sample-ms MS] [--no-shadow] [--bg-writers N] [--bg-rows N]\n"
@@ -38,6 +39,7 @@ usage(void)
 			"      [--cache shared|conn] [--refresh-ms MS] [--scenario NAME]\n"
 			"      [--markdown FILE|-]\n"
 			"      [--tsv FILE] [--checks] [--expect-stale STRATEGY] [--seed N]\n"
+			"      [--latency-table] [--raw-tsv FILE]\n"
 			"  distbench wake --leader CONNINFO --follower CONNINFO\n"
 			"      [--rounds-one N] [--rounds-many N] [--waiters N] [--cpu-seconds S]\n"
 			"      [--markdown FILE|-] [--tsv FILE]\n"
@@ -93,7 +95,8 @@ enum
 	OPT_DELAY_MS, OPT_DELAY_ON, OPT_PAUSE_AT, OPT_PAUSE_LEN, OPT_PAUSE_ON,
 	OPT_CACHE, OPT_SCENARIO, OPT_MARKDOWN, OPT_TSV, OPT_CHECKS, OPT_EXPECT,
 	OPT_SEED, OPT_ROUNDS_ONE, OPT_ROUNDS_MANY, OPT_WAITERS, OPT_CPU,
-	OPT_NO_SHADOW, OPT_REFRESH
+	OPT_NO_SHADOW, OPT_REFRESH,
+	OPT_LATENCY_TABLE, OPT_RAW_TSV
 };
 
 static const struct option options[] = {
@@ -125,6 +128,8 @@ static const struct option options[] = {
 	{"cpu-seconds", required_argument, NULL, OPT_CPU},
 	{"no-shadow", no_argument, NULL, OPT_NO_SHADOW},
 	{"refresh-ms", required_argument, NULL, OPT_REFRESH},
+	{"latency-table", no_argument, NULL, OPT_LATENCY_TABLE},
+	{"raw-tsv", required_argument, NULL, OPT_RAW_TSV},
 	{NULL, 0, NULL, 0}
 };
 
@@ -253,6 +258,12 @@ main(int argc, char **argv)
 				break;
 			case OPT_REFRESH:
 				rc.refresh_ms = atof(optarg);
+				break;
+			case OPT_LATENCY_TABLE:
+				rc.latency_table = true;
+				break;
+			case OPT_RAW_TSV:
+				rc.raw_tsv = optarg;
 				break;
 			default:
 				usage();

@@ -94,7 +94,12 @@ typedef enum StrategyKind
 	STRAT_WAIT,					/* ... or waited on for up to T ms (CALL wait_for) */
 	STRAT_WAIT_FN,				/* the same with SELECT distributed.wait() */
 	STRAT_CHECK_PIPE,			/* check and read sent together */
-	STRAT_WAIT_PIPE				/* wait and read sent together */
+	STRAT_WAIT_PIPE,			/* wait and read sent together */
+	/* the latency scenario: the one-message wait, and the anchors */
+	STRAT_WAIT_ONE,				/* CALL wait_for and the read in one query */
+	STRAT_GITLAB,				/* stick to the leader, probe replicas */
+	STRAT_MAXSCALE,				/* leader position before every read, wait */
+	STRAT_WAITFOR				/* LSN after the commit, wait, then read */
 } StrategyKind;
 
 typedef struct Strategy
@@ -185,6 +190,13 @@ typedef struct RunStats
 	double		ideal_exact;	/* share of reads decided by shadow reads */
 	double		lag_p50[MAX_FOLLOWERS];
 	double		lag_p99[MAX_FOLLOWERS];
+	/* the latency scenario */
+	long		extra_leader_rt;	/* those of extra_rt spent on the leader */
+	long		write_extra_rt; /* leader round trips after a write's commit */
+	Samples		raw_lat;		/* write's reply to its first read's value */
+	Samples		limit;			/* per write: replay lag + follower round trip */
+	double		rtt_leader;		/* measured round trip (SELECT 1), p50 */
+	double		rtt_follower[MAX_FOLLOWERS];
 } RunStats;
 
 typedef struct RouteConfig
@@ -214,6 +226,8 @@ typedef struct RouteConfig
 	const char *tsv;			/* append one line per strategy here */
 	bool		checks;			/* print ok / not ok lines */
 	const char *expect_stale;	/* strategy expected to read stale data */
+	bool		latency_table;	/* the latency scenario's table */
+	const char *raw_tsv;		/* append read-after-write latencies here */
 } RouteConfig;
 
 extern int	route_main(RouteConfig *cfg);

@@ -138,10 +138,12 @@ wait_outcome(const PGresult *res, bool call)
 			return 4;
 		if (strcmp(state, "57014") == 0)
 			return 1;
-		if (strcmp(state, "55000") == 0)
-			return 2;
-		if (strcmp(state, "55D01") == 0)
-			return 3;
+		/* the extension's SQLSTATEs: README, Reference, SQLSTATEs */
+		if (strcmp(state, "55U02") == 0 || strcmp(state, "55U03") == 0)
+			return 2;		/* promoted, not in recovery */
+		if (strcmp(state, "55U01") == 0 || strcmp(state, "55U04") == 0 ||
+			strcmp(state, "55U05") == 0)
+			return 3;		/* unreachable */
 		return 4;
 	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)

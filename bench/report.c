@@ -204,7 +204,10 @@ report_compute(RunStats *st, int nfollowers)
 				exact = 0,
 				ndone = 0;
 	Samples		lag = {0};
+	double	   *best = malloc((st->nwrites_log + 1) * sizeof(double));
 
+	for (size_t w = 0; w < st->nwrites_log; w++)
+		best[w] = INFINITY;
 	for (int f = 0; f < nfollowers; f++)
 		index_build(&ix[f], st->obs[f], st->nobs[f]);
 
@@ -273,11 +276,19 @@ report_compute(RunStats *st, int nfollowers)
 			j = first_reached_from(x, wr->tok);
 			lower = j > 0 ? x->sent[j - 1] : upper;
 			samples_add(&lag, fmax(0, (lower + upper) / 2 - wr->t));
+			/* the physical limit: the nearest follower to have it, one round trip */
+			best[w] = fmin(best[w], fmax(0, (lower + upper) / 2 - wr->t) +
+						   st->rtt_follower[f]);
 		}
 		st->lag_p50[f] = samples_pct(&lag, 50);
 		st->lag_p99[f] = samples_pct(&lag, 99);
 		index_free(x);
 	}
+	samples_reset(&st->limit);
+	for (size_t w = 0; w < st->nwrites_log; w++)
+		if (isfinite(best[w]))
+			samples_add(&st->limit, best[w]);
+	free(best);
 	free(lag.v);
 }
 
@@ -308,7 +319,8 @@ format_waits(char *buf, size_t len, const RunStats *st)
 	size_t		off;
 
 	if (st->strat.kind != STRAT_WAIT && st->strat.kind != STRAT_WAIT_FN &&
-		st->strat.kind != STRAT_WAIT_PIPE)
+		st->strat.kind != STRAT_WAIT_PIPE && st->strat.kind != STRAT_WAIT_ONE &&
+		st->strat.kind != STRAT_MAXSCALE && st->strat.kind != STRAT_WAITFOR)
 	{
 		snprintf(buf, len, "–");
 		return;
@@ -320,9 +332,61 @@ format_waits(char *buf, size_t len, const RunStats *st)
 							outcome_names[o], st->outcomes[o]);
 }
 
+/*
+ * The latency scenario's table: what a user waits for after a write, where
+ * the reads go, and what each router adds in round trips, beside the
+ * physical limit (replay lag on the nearest follower plus one round trip
+ * to it).
+ */
+static void
+report_latency_markdown(FILE *f, const RouteConfig *cfg, RunStats *runs, int nruns)
+{
+	(void) cfg;
+	fprintf(f, "| strategy | read after write p50 / p99 (ms) | physical limit p50 / p99 (ms) "
+			"| all reads p50 / p99 (ms) | follower share | share of ideal | stale reads "
+			"| extra round trips per read (of them to the leader) "
+			"| extra leader round trips per write | waits reached / timed out |\n"
+			"|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+	for (int i = 0; i < nruns; i++)
+	{
+		RunStats   *st = &runs[i];
+		long		stale = st->stale_follower + st->stale_leader;
+		double		share = ratio(st->follower_reads, st->reads);
+		char		waits[128],
+					stale_s[64],
+					of_ideal[32];
+
+		format_waits(waits, sizeof(waits), st);
+		if (st->ideal_hi > 0)
+			snprintf(of_ideal, sizeof(of_ideal), "%.1f %%", 100 * share / st->ideal_hi);
+		else
+			snprintf(of_ideal, sizeof(of_ideal), "–");
+		if (stale)
+			snprintf(stale_s, sizeof(stale_s), "**%ld** (%.1f %%)", stale,
+					 100 * ratio(stale, st->reads));
+		else
+			snprintf(stale_s, sizeof(stale_s), "0");
+		fprintf(f, "| %s | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f | %.1f %% | %s | %s "
+				"| %.3f (%.3f) | %.2f | %s |\n",
+				st->strat.label,
+				samples_pct(&st->raw_lat, 50), samples_pct(&st->raw_lat, 99),
+				samples_pct(&st->limit, 50), samples_pct(&st->limit, 99),
+				samples_pct(&st->read_lat, 50), samples_pct(&st->read_lat, 99),
+				100 * share, of_ideal, stale_s,
+				ratio(st->extra_rt, st->reads), ratio(st->extra_leader_rt, st->reads),
+				ratio(st->write_extra_rt, st->writes), waits);
+	}
+	fprintf(f, "\n");
+}
+
 void
 report_markdown(FILE *f, const RouteConfig *cfg, RunStats *runs, int nruns)
 {
+	if (cfg->latency_table)
+	{
+		report_latency_markdown(f, cfg, runs, nruns);
+		return;
+	}
 	fprintf(f, "| strategy | reads/s | follower share | ideal share | share of ideal "
 			"| stale reads | read p50 / p99 (ms) | extra round trips per read "
 			"(first read after the write; later reads) | waits reached / timed out "
@@ -381,7 +445,8 @@ report_tsv(FILE *f, const RouteConfig *cfg, RunStats *st)
 		lag99 = fmax(lag99, st->lag_p99[k]);
 	}
 	fprintf(f, "%s\t%s\t%.1f\t%.5f\t%.5f\t%.5f\t%ld\t%ld\t%.3f\t%.3f\t%.4f\t%.4f\t%.4f"
-			"\t%ld\t%ld\t%ld\t%ld\t%.1f\t%ld\t%.1f\t%.1f\n",
+			"\t%ld\t%ld\t%ld\t%ld\t%.1f\t%ld\t%.1f\t%.1f"
+			"\t%.3f\t%.3f\t%.4f\t%.4f\t%.3f\t%.3f\t%ld\t%.3f\t%.3f\n",
 			cfg->scenario, st->strat.name,
 			st->reads_in_window / st->elapsed_s,
 			ratio(st->follower_reads, st->reads), st->ideal_lo, st->ideal_hi,
@@ -393,7 +458,13 @@ report_tsv(FILE *f, const RouteConfig *cfg, RunStats *st)
 			st->outcomes[0], st->outcomes[1],
 			st->outcomes[2] + st->outcomes[3] + st->outcomes[4],
 			st->errors + st->missing_tokens + st->ahead,
-			st->writes / st->elapsed_s, st->reads, lag50, lag99);
+			st->writes / st->elapsed_s, st->reads, lag50, lag99,
+			samples_pct(&st->raw_lat, 50), samples_pct(&st->raw_lat, 99),
+			ratio(st->extra_leader_rt, st->reads),
+			ratio(st->write_extra_rt, st->writes),
+			samples_pct(&st->limit, 50), samples_pct(&st->limit, 99),
+			st->outcomes[4], st->rtt_leader,
+			cfg->nfollowers ? st->rtt_follower[0] : NAN);
 }
 
 static int check_no = 0;

@@ -34,6 +34,30 @@
  *				returned.  No extra round trip when the follower has the
  *				write; when it has not, the follower's answer is thrown away
  *				and the read redone on the leader
+ *	wait-one:T	CALL distributed.wait_for(token, T) and the read in one
+ *				simple-query message ("CALL ...; SELECT ..."), the form a
+ *				driver without pipelining can send; on a timeout (or any
+ *				error of the CALL, which skips the SELECT) the read goes to
+ *				the leader
+ *
+ * Anchors, for the latency scenario (no extension on the client's path
+ * except the bare-LSN wait that stands in for PostgreSQL 19's WAIT FOR):
+ *
+ *	gitlab		GitLab's load balancer: after a write, the session reads
+ *				the leader's pg_current_wal_insert_lsn() (one more leader
+ *				round trip) and sticks to the leader; each read while stuck
+ *				asks replicas in random order whether pg_last_wal_replay_lsn()
+ *				has reached it, reads on the first that has (and unsticks),
+ *				else on the leader
+ *	maxscale:T	MaxScale's causal_reads = universal: before every read, ask
+ *				the leader for its position (pg_current_wal_flush_lsn()), then
+ *				wait for it on a random follower and read, both in one
+ *				pipeline; on a timeout the read goes to the leader
+ *	waitfor:T	a router built on PostgreSQL 19's WAIT FOR LSN: after the
+ *				commit, ask the leader for pg_current_wal_insert_lsn(); before
+ *				a read on a random follower not yet seen to reach it, wait
+ *				(CALL distributed.wait_for(lsn, T), the extension's bare-LSN
+ *				form), then read; on a timeout, the leader
  *
  * "Known" is a per-process cache of each follower's highest replay
  * position, fed by distributed.replay_position, which every follower reply
@@ -119,6 +143,29 @@ strategy_parse(const char *spec, Strategy *out)
 		snprintf(out->label, sizeof(out->label),
 				 "token wait, T = %d ms, pipelined", ms);
 	}
+	else if (IS("wait-one") && colon && ms >= 0)
+	{
+		out->kind = STRAT_WAIT_ONE;
+		snprintf(out->label, sizeof(out->label),
+				 "token wait, T = %d ms, one message", ms);
+	}
+	else if (IS("gitlab") && !colon)
+	{
+		out->kind = STRAT_GITLAB;
+		snprintf(out->label, sizeof(out->label), "GitLab-style (stick, probe replicas)");
+	}
+	else if (IS("maxscale") && colon && ms >= 0)
+	{
+		out->kind = STRAT_MAXSCALE;
+		snprintf(out->label, sizeof(out->label),
+				 "MaxScale-universal-style, T = %d ms", ms);
+	}
+	else if (IS("waitfor") && colon && ms >= 0)
+	{
+		out->kind = STRAT_WAITFOR;
+		snprintf(out->label, sizeof(out->label),
+				 "WAIT FOR-style, T = %d ms", ms);
+	}
 	else
 		return false;
 #undef IS
@@ -130,7 +177,36 @@ strategy_uses_token(const Strategy *s)
 {
 	return s->kind == STRAT_CHECK || s->kind == STRAT_WAIT ||
 		s->kind == STRAT_WAIT_FN || s->kind == STRAT_CHECK_PIPE ||
-		s->kind == STRAT_WAIT_PIPE;
+		s->kind == STRAT_WAIT_PIPE || s->kind == STRAT_WAIT_ONE ||
+		s->kind == STRAT_GITLAB || s->kind == STRAT_MAXSCALE ||
+		s->kind == STRAT_WAITFOR;
+}
+
+/* Strategies whose waits end in a CALL's error rather than a status. */
+static bool
+strategy_waits_by_call(const Strategy *s)
+{
+	return s->kind == STRAT_WAIT || s->kind == STRAT_WAIT_PIPE ||
+		s->kind == STRAT_WAIT_ONE || s->kind == STRAT_MAXSCALE ||
+		s->kind == STRAT_WAITFOR;
+}
+
+/* A pg_lsn's text, "X/Y", as a number (0 if it is not one). */
+static uint64_t
+lsn_parse(const char *v)
+{
+	unsigned int hi,
+				lo;
+
+	if (sscanf(v, "%X/%X", &hi, &lo) != 2)
+		return 0;
+	return ((uint64_t) hi << 32) | lo;
+}
+
+static void
+lsn_format(uint64_t lsn, char *buf, size_t len)
+{
+	snprintf(buf, len, "%X/%X", (unsigned int) (lsn >> 32), (unsigned int) lsn);
 }
 
 /* ------------------------------------------------------------------------
@@ -314,6 +390,99 @@ send_probe(Route *r, Session *s, int node)
 	}
 }
 
+/* wait-one: the CALL and the read as one simple-query message. */
+static void
+send_wait_one(Route *r, Session *s, int node)
+{
+	char		tok[TOKEN_BUFLEN],
+				sql[200];
+
+	token_format(s->tok, tok, sizeof(tok));
+	snprintf(sql, sizeof(sql),
+			 "CALL distributed.wait_for('%s', %d); "
+			 "SELECT counter FROM distbench_rows WHERE id = %d",
+			 tok, r->st->strat.ms, s->id);
+	s->step = ST_MULTI;
+	pending_start(&s->p, s->fol[node], node);
+	if (!PQsendQuery(s->p.conn, sql))
+		die("send: %s", PQerrorMessage(s->p.conn));
+}
+
+/* A question to the leader about its WAL position (an extra round trip). */
+static void
+send_leader_position(Session *s, Step step, const char *stmt)
+{
+	s->step = step;
+	send_prepared(&s->p, s->leader, -1, stmt, 0, NULL);
+}
+
+/* gitlab: ask the next replica not yet tried; the leader after the last. */
+static void
+gitlab_next(Route *r, Session *s)
+{
+	int			cand[MAX_FOLLOWERS];
+	int			n = 0,
+				node;
+	char		lsn[32];
+	const char *params[1] = {lsn};
+
+	for (int f = 0; f < r->cfg->nfollowers; f++)
+		if (!(s->tried & (1u << f)))
+			cand[n++] = f;
+	if (n == 0)
+	{
+		send_read(s, -1);
+		return;
+	}
+	node = cand[rand_int(n)];
+	s->tried |= 1u << node;
+	lsn_format(s->lsn, lsn, sizeof(lsn));
+	s->step = ST_PROBE;
+	send_prepared(&s->p, s->fol[node], node, "gp", 1, params);
+}
+
+/* maxscale: wait for the leader's position on a follower, and read there. */
+static void
+maxscale_wait_read(Route *r, Session *s)
+{
+	int			node = rand_int(r->cfg->nfollowers);
+	char		lsn[32],
+				ms[16],
+				id[16];
+	const char *params[2] = {lsn, ms};
+	const char *rd_params[1] = {id};
+
+	lsn_format(s->lsn, lsn, sizeof(lsn));
+	snprintf(ms, sizeof(ms), "%d", r->st->strat.ms);
+	snprintf(id, sizeof(id), "%d", s->id);
+	s->step = ST_PIPE;
+	pipeline_begin(&s->p, s->fol[node], node);
+	queue_prepared(&s->p, "wl", 2, params);
+	pipeline_sync(&s->p);
+	queue_prepared(&s->p, "rd", 1, rd_params);
+	pipeline_sync(&s->p);
+}
+
+/* waitfor: read on a follower, after a wait unless it was seen to get there. */
+static void
+waitfor_read(Route *r, Session *s)
+{
+	int			node = rand_int(r->cfg->nfollowers);
+	char		lsn[32],
+				ms[16];
+	const char *params[2] = {lsn, ms};
+
+	if (s->confirmed[node] >= s->lsn)
+	{
+		send_read(s, node);
+		return;
+	}
+	lsn_format(s->lsn, lsn, sizeof(lsn));
+	snprintf(ms, sizeof(ms), "%d", r->st->strat.ms);
+	s->step = ST_WAIT;
+	send_prepared(&s->p, s->fol[node], node, "wl", 2, params);
+}
+
 /*
  * The first read after a write: send the same read to every follower on a
  * free shadow connection, to learn whether any of them holds the write now.
@@ -356,6 +525,7 @@ start_read(Route *r, Session *s)
 
 	s->read_start = now_ms();
 	s->extra = 0;
+	s->extra_leader = 0;
 	GROW(st->reads_log, st->nreads_log, st->capreads_log);
 	s->rec = st->nreads_log++;
 	st->reads_log[s->rec] = (ReadRec)
@@ -378,6 +548,30 @@ start_read(Route *r, Session *s)
 				send_read(s, -1);
 			else
 				send_read(s, rand_int(k));
+			break;
+		case STRAT_GITLAB:
+			if (s->stuck)
+			{
+				s->tried = 0;
+				gitlab_next(r, s);
+			}
+			else
+				send_read(s, rand_int(k));
+			break;
+		case STRAT_MAXSCALE:
+			s->extra++;
+			s->extra_leader++;
+			send_leader_position(s, ST_POS, "fl");
+			break;
+		case STRAT_WAITFOR:
+			waitfor_read(r, s);
+			break;
+		case STRAT_WAIT_ONE:
+			node = known_follower(r, s);
+			if (node >= 0)
+				send_read(s, node);
+			else
+				send_wait_one(r, s, probe_target(r, s));
 			break;
 		default:
 			node = known_follower(r, s);
@@ -420,10 +614,13 @@ finish_read(Route *r, Session *s, int node, const char *value, double now)
 	else if (v > s->counter)
 		st->ahead++;
 	st->extra_rt += s->extra;
+	st->extra_leader_rt += s->extra_leader;
 	if (s->first)
 	{
 		st->first_reads++;
 		st->first_extra_rt += s->extra;
+		/* what the user waits for: from the write's reply to this value */
+		samples_add(&st->raw_lat, now - s->last_write);
 	}
 	st->reads_log[s->rec].done = true;
 	st->reads_log[s->rec].follower = node >= 0;
@@ -477,9 +674,10 @@ session_done(Route *r, Session *s)
 				db_reported(p->conn, "distributed.replay_position"));
 
 	/* a wait that ended in an error (CALL wait_for) is an outcome */
-	if (s->step == ST_WAIT)
+	if (s->step == ST_WAIT || s->step == ST_MULTI)
 		err = res0 == NULL ? "no result" : NULL;
-	else if (s->step == ST_PIPE && st->strat.kind == STRAT_WAIT_PIPE)
+	else if (s->step == ST_PIPE && (st->strat.kind == STRAT_WAIT_PIPE ||
+									st->strat.kind == STRAT_MAXSCALE))
 		err = res0 == NULL ? "no result" : pending_error(p, 1);
 	else
 		err = pending_error(p, 0);
@@ -518,6 +716,13 @@ session_done(Route *r, Session *s)
 				pending_clear(p);
 				s->reads_left = r->cfg->reads;
 				s->first = true;
+				if (st->strat.kind == STRAT_GITLAB || st->strat.kind == STRAT_WAITFOR)
+				{
+					/* the position to wait for, from the leader: a round trip */
+					st->write_extra_rt++;
+					send_leader_position(s, ST_LSN, "ls");
+					return;
+				}
 				if (s->reads_left > 0)
 					start_read(r, s);
 				else
@@ -540,13 +745,84 @@ session_done(Route *r, Session *s)
 			}
 		case ST_WAIT:
 			{
-				int			o = wait_outcome(res0, st->strat.kind == STRAT_WAIT);
+				int			o = wait_outcome(res0, strategy_waits_by_call(&st->strat));
 
 				st->outcomes[o]++;
 				samples_add(&st->wait_lat, now - p->sent);
 				s->extra++;
 				pending_clear(p);
+				if (o == 0 && st->strat.kind == STRAT_WAITFOR)
+					s->confirmed[node] = s->lsn;
 				send_read(s, o == 0 ? node : -1);
+				return;
+			}
+		case ST_MULTI:
+			{
+				/* the CALL's result, then (if it succeeded) the read's */
+				int			o = wait_outcome(res0, true);
+
+				st->outcomes[o]++;
+				if (o == 0 && (p->nres != 2 || PQresultStatus(p->res[1]) != PGRES_TUPLES_OK ||
+							   PQntuples(p->res[1]) != 1))
+				{
+					char		msg[256];
+
+					snprintf(msg, sizeof(msg), "%s",
+							 p->nres == 2 && PQresultErrorMessage(p->res[1])[0] ?
+							 PQresultErrorMessage(p->res[1]) : "read returned no row");
+					pending_clear(p);
+					session_error(r, s, msg, now);
+					return;
+				}
+				if (o == 0)
+				{
+					copy_value(value, sizeof(value), p->res[1]);
+					pending_clear(p);
+					finish_read(r, s, node, value, now);
+					return;
+				}
+				/* timed out, or refused: the read goes to the leader */
+				if (o == 4 && r->errors_shown++ < 1)
+					note("%s: the one-message wait failed, reading on the leader: %s",
+						 st->strat.name, PQresultErrorMessage(res0));
+				pending_clear(p);
+				s->extra++;
+				s->extra_leader++;
+				send_read(s, -1);
+				return;
+			}
+		case ST_LSN:
+			s->lsn = lsn_parse(PQgetvalue(res0, 0, 0));
+			pending_clear(p);
+			s->stuck = true;
+			if (s->reads_left > 0)
+				start_read(r, s);
+			else
+			{
+				s->step = ST_IDLE;
+				s->next_at = now + rand_exp(r->cfg->think_ms);
+			}
+			return;
+		case ST_POS:
+			s->lsn = lsn_parse(PQgetvalue(res0, 0, 0));
+			pending_clear(p);
+			maxscale_wait_read(r, s);
+			return;
+		case ST_PROBE:
+			{
+				bool		yes = PQgetvalue(res0, 0, 0)[0] == 't';
+
+				st->checks++;
+				st->checks_true += yes;
+				s->extra++;
+				pending_clear(p);
+				if (yes)
+				{
+					s->stuck = false;
+					send_read(s, node);
+				}
+				else
+					gitlab_next(r, s);
 				return;
 			}
 		case ST_PIPE:
@@ -559,7 +835,7 @@ session_done(Route *r, Session *s)
 					session_error(r, s, "pipelined read returned no row", now);
 					return;
 				}
-				if (st->strat.kind == STRAT_WAIT_PIPE)
+				if (st->strat.kind == STRAT_WAIT_PIPE || st->strat.kind == STRAT_MAXSCALE)
 				{
 					int			o = wait_outcome(res0, true);
 
@@ -580,6 +856,7 @@ session_done(Route *r, Session *s)
 				{
 					/* the follower's row is not trusted: ask the leader */
 					s->extra++;
+					s->extra_leader++;
 					send_read(s, -1);
 				}
 				return;

@@ -23,7 +23,11 @@ typedef enum Step
 	ST_CHECK,
 	ST_WAIT,
 	ST_PIPE,
-	ST_READ
+	ST_READ,
+	ST_MULTI,					/* wait-one: CALL and read in one message */
+	ST_LSN,						/* the leader's position after a write */
+	ST_POS,						/* maxscale: the leader's position before a read */
+	ST_PROBE					/* gitlab: is this replica caught up? */
 } Step;
 
 /* A connection's query in flight and the results gathered so far. */
@@ -57,6 +61,12 @@ typedef struct Session
 	size_t		rec;			/* its entry in reads_log */
 	int			extra;			/* round trips spent on the current read */
 	Pending		p;
+	/* the latency scenario's anchors */
+	int			extra_leader;	/* those of extra on the leader */
+	uint64_t	lsn;			/* a position read from the leader */
+	bool		stuck;			/* gitlab: reads stick to the leader */
+	unsigned	tried;			/* gitlab: replicas probed for this read */
+	uint64_t	confirmed[MAX_FOLLOWERS];	/* waitfor: LSN each was seen to reach */
 } Session;
 
 /* A sampler, a shadow reader or a background writer. */

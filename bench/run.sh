@@ -3,8 +3,9 @@
 # followers with the extension (as user postgres, scratch directory, Unix
 # sockets), run every routing strategy under three lag scenarios, the
 # wake-up and idle-waiter measurements and the commit-overhead pgbench
-# runs, write bench/results.md, and stop everything.  About 8 minutes on 2
-# cores.
+# runs, the latency scenario (bench/latency.sh: through a latency-injecting
+# proxy, with the anchors), write bench/results.md and its figures in
+# bench/figures/, and stop everything.  About 12 minutes on 2 cores.
 #
 #   bash bench/run.sh            # as root, from anywhere; the extension must
 #                                # be installed (make install, or test/check.sh)
@@ -17,6 +18,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 . bench/cluster.sh
+. bench/latency.sh      # latency_measure, latency_report
 
 SESSIONS=${SESSIONS:-100}
 READS=${READS:-5}
@@ -30,6 +32,7 @@ OUT=${OUT:-bench/results.md}
 
 WORK=$(mktemp -d /tmp/distbench-run.XXXXXX)
 cleanup() {
+    proxy_stop
     cluster_stop
     if [ -n "${KEEP_WORK:-}" ]; then mkdir -p "$KEEP_WORK" && cp -r "$WORK"/. "$KEEP_WORK"/; fi
     rm -rf "$WORK"
@@ -147,10 +150,14 @@ if command -v perf >/dev/null 2>&1; then
 fi
 cluster_stop
 
+echo "== latency scenario: leader $LEADER_RTT_MS ms, followers $FOLLOWER_RTT_MS ms away (latproxy)"
+latency_measure "$WORK"
+
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 elapsed=$(( $(date +%s) - started ))
 echo "== writing $OUT (run took ${elapsed} s)"
 bash bench/report.sh "$WORK" "$OUT" "$LOAD_BEFORE" "$LOAD_AFTER" "$elapsed" \
     "$SESSIONS" "$READS" "$THINK_MS" "$DURATION" "$SPIKE_DURATION" "$WAIT_MS" \
     "$PGBENCH_ROUNDS" "$PGBENCH_SECONDS"
+latency_report "$WORK" "$OUT"
 echo "== done: $OUT"

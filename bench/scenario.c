@@ -138,6 +138,8 @@ setup(Route *r)
 		db_exec(s->leader, sql);
 		db_prepare(s->leader, "wr", "UPDATE distbench_rows SET counter = $2 WHERE id = $1");
 		db_prepare(s->leader, "rd", "SELECT counter FROM distbench_rows WHERE id = $1");
+		db_prepare(s->leader, "ls", "SELECT pg_current_wal_insert_lsn()::text");
+		db_prepare(s->leader, "fl", "SELECT pg_current_wal_flush_lsn()::text");
 		for (int f = 0; f < cfg->nfollowers; f++)
 		{
 			s->fol[f] = db_connect(cfg->followers[f], "a follower");
@@ -145,6 +147,8 @@ setup(Route *r)
 			db_prepare(s->fol[f], "ck", "SELECT distributed.is_replayed($1::text)");
 			db_prepare(s->fol[f], "wt", "SELECT distributed.wait($1::text, $2::int4)");
 			db_prepare(s->fol[f], "wf", "CALL distributed.wait_for($1::text, $2::int4)");
+			db_prepare(s->fol[f], "wl", "CALL distributed.wait_for($1::pg_lsn, $2::int4)");
+			db_prepare(s->fol[f], "gp", "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn");
 		}
 	}
 	PQclear(res);
@@ -223,6 +227,8 @@ run_strategy(Route *r, RunStats *st)
 		s->reads_left = 0;
 		s->step = ST_IDLE;
 		s->next_at = start + rand_unit() * cfg->think_ms;
+		s->stuck = false;
+		memset(s->confirmed, 0, sizeof(s->confirmed));
 	}
 	for (int f = 0; f < cfg->nfollowers; f++)
 		r->samplers[f].next_at = start;
@@ -343,9 +349,30 @@ run_strategy(Route *r, RunStats *st)
 	free(who);
 }
 
+/* The round trip of SELECT 1 on a connection, median of 21 (ms). */
+static double
+measure_rtt(PGconn *conn)
+{
+	Samples		rt = {0};
+	double		v;
+
+	for (int i = 0; i < 21; i++)
+	{
+		double		t0 = now_ms();
+
+		db_exec(conn, "SELECT 1");
+		samples_add(&rt, now_ms() - t0);
+	}
+	v = samples_pct(&rt, 50);
+	free(rt.v);
+	return v;
+}
+
 int
 route_main(RouteConfig *cfg)
 {
+	double		rtt_leader;
+	double		rtt_follower[MAX_FOLLOWERS];
 	Route		r;
 	RunStats   *runs = calloc(cfg->nstrategies, sizeof(RunStats));
 	int			failures;
@@ -355,6 +382,13 @@ route_main(RouteConfig *cfg)
 	note("%s: setting up %d sessions, %d followers", cfg->scenario,
 		 cfg->sessions, cfg->nfollowers);
 	setup(&r);
+	rtt_leader = measure_rtt(r.ctl_leader);
+	for (int f = 0; f < cfg->nfollowers; f++)
+		rtt_follower[f] = measure_rtt(r.ctl[f]);
+	note("%s: round trip (SELECT 1, median of 21): leader %.2f ms", cfg->scenario, rtt_leader);
+	for (int f = 0; f < cfg->nfollowers; f++)
+		note("%s: round trip (SELECT 1, median of 21): follower %d %.2f ms",
+			 cfg->scenario, f + 1, rtt_follower[f]);
 	if (cfg->delay_ms > 0)
 		set_apply_delay(&r, cfg->delay_ms);
 
@@ -363,6 +397,8 @@ route_main(RouteConfig *cfg)
 		RunStats   *st = &runs[i];
 
 		st->strat = cfg->strategies[i];
+		st->rtt_leader = rtt_leader;
+		memcpy(st->rtt_follower, rtt_follower, sizeof(rtt_follower));
 		catch_up(&r);
 		run_strategy(&r, st);
 		report_compute(st, cfg->nfollowers);
@@ -391,6 +427,18 @@ route_main(RouteConfig *cfg)
 			die("cannot open %s", cfg->tsv);
 		for (int i = 0; i < cfg->nstrategies; i++)
 			report_tsv(f, cfg, &runs[i]);
+		fclose(f);
+	}
+	if (cfg->raw_tsv)
+	{
+		FILE	   *f = fopen(cfg->raw_tsv, "a");
+
+		if (f == NULL)
+			die("cannot open %s", cfg->raw_tsv);
+		for (int i = 0; i < cfg->nstrategies; i++)
+			for (size_t j = 0; j < runs[i].raw_lat.n; j++)
+				fprintf(f, "%s\t%s\t%.3f\n", cfg->scenario, runs[i].strat.name,
+						runs[i].raw_lat.v[j]);
 		fclose(f);
 	}
 	failures = report_checks(cfg, runs, cfg->nstrategies, cfg->checks);
