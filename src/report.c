@@ -41,7 +41,6 @@
  */
 #include "postgres.h"
 
-#include "access/parallel.h"
 #include "libpq/libpq.h"
 #include "libpq/libpq-be.h"
 #include "miscadmin.h"
@@ -132,8 +131,9 @@ DistCanReport(void)
 		return true;
 	if (dist_socket_methods != NULL)
 		return false;			/* someone replaced the methods since */
-	if (whereToSendOutput != DestRemote || MyProcPort == NULL ||
-		am_walsender || IsParallelWorker() || IsBackgroundWorker ||
+	/* parallel and other background workers are not B_BACKEND */
+	if (MyBackendType != B_BACKEND || am_walsender ||
+		whereToSendOutput != DestRemote || MyProcPort == NULL ||
 		PqCommMethods == NULL)
 		return false;
 
