@@ -8,6 +8,7 @@ OBJS = \
 	src/follower.o \
 	src/leader.o \
 	src/monitor.o \
+	src/report.o \
 	src/shmem.o \
 	src/token.o \
 	src/waiter.o

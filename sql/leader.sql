@@ -89,5 +89,6 @@ SELECT distributed.token_lsn(:'t2pc') > distributed.token_lsn(:'t2') AS prepared
 SELECT distributed.is_replayed(:'t1') AS t1_safe,
        distributed.is_replayed(distributed.token_lsn(:'t2')) AS t2_safe_lsn,
        distributed.is_replayed(distributed.token_lsn(:'t2')::text) AS t2_safe_bare;
+-- and replay_position() is the insert position, the one is_replayed() uses
 SELECT distributed.replay_position() = ((SELECT timeline_id FROM pg_control_checkpoint())::text
-       || ':' || pg_current_wal_flush_lsn()::text) AS replay_is_flush;
+       || ':' || pg_current_wal_insert_lsn()::text) AS replay_is_insert;

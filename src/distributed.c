@@ -7,8 +7,9 @@
  * session that just wrote on the leader:
  *
  *	- leader.c records the end of every write transaction's commit record,
- *	  per backend (reported to the client as a GUC_REPORT setting) and per
- *	  session key in a shared-memory map.
+ *	  per backend and per session key in a shared-memory map.
+ *	- report.c tells the client the backend's last commit (and, on a
+ *	  follower, its replay position) in ParameterStatus messages.
  *	- follower.c answers whether a token is replayed and waits until it is.
  *	- monitor.c exposes the map, the counters and the waiters.
  *	- shmem.c owns the shared memory; token.c parses tokens and decides
@@ -17,6 +18,11 @@
  * Everything needs shared memory, so the library must be loaded through
  * shared_preload_libraries.  Loaded any other way, _PG_init returns quietly
  * and every SQL function raises 55000 (see DistCheckLoaded).
+ *
+ * Copyright (c) 2026, distributed contributors
+ *
+ * IDENTIFICATION
+ *		src/distributed.c
  *
  *-------------------------------------------------------------------------
  */
@@ -34,13 +40,22 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+/* Defaults and limits of the settings */
+#define DIST_MAX_SESSIONS_DEFAULT	10000
+#define DIST_MAX_SESSIONS_LIMIT		10000000
+#define DIST_WATCH_INTERVAL_DEFAULT	1		/* ms */
+#define DIST_WATCH_INTERVAL_LIMIT	1000	/* ms */
+
 /* Settings */
-int			dist_max_sessions = 10000;
+int			dist_max_sessions = DIST_MAX_SESSIONS_DEFAULT;
 char	   *dist_session_key = NULL;
-int			dist_watch_interval_ms = 1;
+int			dist_watch_interval_ms = DIST_WATCH_INTERVAL_DEFAULT;
 bool		dist_report_replay = true;
 
-/* Read-only, reported settings; their values are set by leader.c. */
+/*
+ * Read-only, reported settings.  Their GUC value is never assigned: SHOW
+ * answers through a show hook, and report.c sends the changes (see there).
+ */
 static char *dist_last_commit_guc = NULL;
 static char *dist_replay_position_guc = NULL;
 
@@ -83,9 +98,9 @@ _PG_init(void)
 							"Number of session keys the leader remembers before evicting the least recently written.",
 							NULL,
 							&dist_max_sessions,
-							10000,
+							DIST_MAX_SESSIONS_DEFAULT,
 							1,
-							10000000,
+							DIST_MAX_SESSIONS_LIMIT,
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);
@@ -108,7 +123,7 @@ _PG_init(void)
 							   "",
 							   PGC_INTERNAL,
 							   GUC_REPORT | GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
-							   NULL, NULL, NULL);
+							   NULL, NULL, DistShowLastCommit);
 
 	DefineCustomStringVariable("distributed.replay_position",
 							   "Replay position of this follower, reported to the client as transactions end.",
@@ -117,7 +132,7 @@ _PG_init(void)
 							   "",
 							   PGC_INTERNAL,
 							   GUC_REPORT | GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
-							   NULL, NULL, NULL);
+							   NULL, NULL, DistShowReplayPosition);
 
 	DefineCustomBoolVariable("distributed.report_replay_position",
 							 "Whether a follower reports its replay position to the client at the end of each transaction.",
@@ -132,9 +147,9 @@ _PG_init(void)
 							"How often the replay watcher checks replay progress while backends wait.",
 							NULL,
 							&dist_watch_interval_ms,
+							DIST_WATCH_INTERVAL_DEFAULT,
 							1,
-							1,
-							1000,
+							DIST_WATCH_INTERVAL_LIMIT,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

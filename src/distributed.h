@@ -10,6 +10,11 @@
  * timeline the server is on, and is answered only up to the server's first
  * timeline switch (past it, it could name a write lost in a failover).
  *
+ * Copyright (c) 2026, distributed contributors
+ *
+ * IDENTIFICATION
+ *		src/distributed.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DISTRIBUTED_H
@@ -108,21 +113,54 @@ typedef struct DistWaiter
 	Latch	   *latch;
 } DistWaiter;
 
+/*
+ * The counters of distributed.stats, defined once: X(field, kind), in the
+ * order of the view's columns (the floor column comes between the first
+ * and the second).  A DIST_COUNT is shown as int8, a DIST_MICROSECONDS as
+ * float8 milliseconds.  The shared struct, its initialisation, the view and
+ * reset_stats() are all expanded from this list.
+ */
+#define DIST_COUNTERS(X) \
+	X(evictions, DIST_COUNT) \
+	X(commits_recorded, DIST_COUNT) \
+	X(checks_safe, DIST_COUNT) \
+	X(checks_unsafe, DIST_COUNT) \
+	X(waits_started, DIST_COUNT) \
+	X(waits_reached, DIST_COUNT) \
+	X(waits_timed_out, DIST_COUNT) \
+	X(waits_promoted, DIST_COUNT) \
+	X(waits_unreachable, DIST_COUNT) \
+	X(waits_not_in_recovery, DIST_COUNT) \
+	X(waits_cancelled, DIST_COUNT) \
+	X(wait_time_us, DIST_MICROSECONDS)
+
+typedef enum DistCounterKind
+{
+	DIST_COUNT,
+	DIST_MICROSECONDS
+} DistCounterKind;
+
 typedef struct DistCounters
 {
-	pg_atomic_uint64 evictions;
-	pg_atomic_uint64 checks_safe;
-	pg_atomic_uint64 checks_unsafe;
-	pg_atomic_uint64 waits_started;
-	pg_atomic_uint64 waits_reached;
-	pg_atomic_uint64 waits_timed_out;
-	pg_atomic_uint64 waits_promoted;
-	pg_atomic_uint64 waits_unreachable;
-	pg_atomic_uint64 waits_not_in_recovery;
-	pg_atomic_uint64 waits_cancelled;
-	pg_atomic_uint64 wait_time_us;
-	pg_atomic_uint64 commits_recorded;
+#define DIST_COUNTER_FIELD(field, kind) pg_atomic_uint64 field;
+	DIST_COUNTERS(DIST_COUNTER_FIELD)
+#undef DIST_COUNTER_FIELD
 } DistCounters;
+
+#define DIST_NUM_COUNTERS \
+	((int) (sizeof(DistCounters) / sizeof(pg_atomic_uint64)))
+
+/*
+ * A transaction prepared on the leader (PREPARE TRANSACTION), by global
+ * transaction identifier: the session key it was prepared under, so that a
+ * COMMIT PREPARED run by any session records its commit under that key.
+ */
+typedef struct DistPreparedEntry
+{
+	char		gid[GIDSIZE];	/* hash key; must come first */
+	TransactionId xid;			/* the prepared transaction's xid */
+	char		key[DIST_MAX_KEY_LEN + 1];	/* "" when prepared without a key */
+} DistPreparedEntry;
 
 typedef struct DistShared
 {
@@ -146,7 +184,11 @@ typedef struct DistShared
 	Latch	   *watcher_latch;	/* NULL while the watcher is not running */
 	int			watcher_pid;
 
+	/* protects the prepared-transaction table (dist_prepared) */
+	LWLock	   *prepared_lock;
+
 	DistCounters counters;
+	slock_t		stats_lock;		/* protects stats_reset */
 	TimestampTz stats_reset;
 
 	DistWaiter	waiters[FLEXIBLE_ARRAY_MEMBER];
@@ -162,6 +204,7 @@ extern void DistCheckLoaded(void);
 /* shmem.c */
 extern DistShared *dist_shared;
 extern HTAB *dist_tables[DIST_MAX_PARTITIONS];
+extern HTAB *dist_prepared;
 extern void DistShmemRequest(void);
 extern void DistShmemInstallHooks(void);
 extern int	DistNumPartitions(int capacity);
@@ -182,7 +225,18 @@ extern const char *DistKeyBadChar(const char *key, int len);
 /* leader.c */
 extern void DistXactCallback(XactEvent event, void *arg);
 extern void DistInstallUtilityHook(void);
-extern void DistReportReplayPosition(void);
+
+/* report.c */
+typedef enum DistReported
+{
+	DIST_REPORT_LAST_COMMIT,	/* distributed.last_commit */
+	DIST_REPORT_REPLAY_POSITION,	/* distributed.replay_position */
+	DIST_NUM_REPORTED
+} DistReported;
+
+extern void DistReport(DistReported which, TimeLineID tli, XLogRecPtr lsn);
+extern const char *DistShowLastCommit(void);
+extern const char *DistShowReplayPosition(void);
 
 /* waiter.c */
 extern TimestampTz dist_wait_started;
@@ -191,6 +245,7 @@ extern bool DistSleepUntil(DistToken token, TimestampTz deadline);
 extern void DistDisarm(void);
 extern void DistWaitCleanup(int code, Datum arg);
 extern void DistRegisterWatcher(void);
+extern void DistReportReplayPosition(void);
 PGDLLEXPORT void distributed_watcher_main(Datum main_arg);
 
 #endif							/* DISTRIBUTED_H */

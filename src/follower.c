@@ -29,7 +29,7 @@
  * the statement that runs wait() keeps the snapshot it started with: it is
  * the next statement that sees the write.
  *
- * Copyright (c) 2026, the distributed authors
+ * Copyright (c) 2026, distributed contributors
  *
  * IDENTIFICATION
  *	  src/follower.c
@@ -198,8 +198,13 @@ distributed_replay_position(PG_FUNCTION_ARGS)
 		pos = GetXLogReplayRecPtr(&tli);
 	else
 	{
+		/*
+		 * The position DistTokenState() holds every token below: the WAL
+		 * insert position.  Not the flush position: with synchronous_commit
+		 * off a commit is visible before its record is flushed.
+		 */
 		tli = DistInsertTimeLine();
-		pos = DistFlushRecPtr();
+		pos = GetXLogInsertRecPtr();
 	}
 	PG_RETURN_TEXT_P(DistTokenToText(tli, pos));
 }
@@ -397,10 +402,8 @@ DistRaiseWaitResult(DistWaitResult result, DistToken token, int32 timeout)
 		token.tli = tli;
 
 	/*
-	 * The error ends the transaction without a commit, so the commit
-	 * callback will not refresh the reported replay position; a client
-	 * that was just told "not yet" wants to know how far replay got.  (The
-	 * setting's source is PGC_S_OVERRIDE, so the abort does not undo it.)
+	 * A client that was just told "not yet" wants to know how far replay
+	 * got.  (The abort refreshes the reported position as well.)
 	 */
 	DistReportReplayPosition();
 
@@ -537,4 +540,36 @@ distributed_wait_for_lsn(PG_FUNCTION_ARGS)
 {
 	DistWaitForCommon(fcinfo, true);
 	PG_RETURN_VOID();
+}
+
+/* ------------------------------------------------------------------------
+ * Reporting the replay position (moved here from leader.c)
+ * ------------------------------------------------------------------------
+ */
+
+/* Last replay position this backend reported. */
+static XLogRecPtr dist_reported_replay = InvalidXLogRecPtr;
+static TimeLineID dist_reported_replay_tli = 0;
+
+/*
+ * On a follower, refresh distributed.replay_position if replay has moved
+ * since this backend last reported it; report.c tells the client before
+ * the next ReadyForQuery.  Called at the end of every transaction,
+ * committed or aborted.  Raises no error.
+ */
+void
+DistReportReplayPosition(void)
+{
+	TimeLineID	tli;
+	XLogRecPtr	replay;
+
+	if (!dist_report_replay || !RecoveryInProgress())
+		return;
+	replay = GetXLogReplayRecPtr(&tli);
+	if (replay != dist_reported_replay || tli != dist_reported_replay_tli)
+	{
+		dist_reported_replay = replay;
+		dist_reported_replay_tli = tli;
+		DistReport(DIST_REPORT_REPLAY_POSITION, tli, replay);
+	}
 }

@@ -1,32 +1,47 @@
 /*-------------------------------------------------------------------------
  *
  * leader.c
- *		Commit tokens: the commit callback and the session map.
+ *		Commit tokens: the commit callback, the session map and two-phase
+ *		commit.
  *
  * After every transaction that wrote a commit record, DistXactCallback
  * takes XactLastCommitEnd (the end of that record, never an earlier
  * position: a follower can reach an earlier one while the commit itself is
  * still unapplied) and
  *
- *	- sets distributed.last_commit, a GUC_REPORT setting, so the server
- *	  sends the token to the client in a ParameterStatus message before
- *	  ReadyForQuery: no extra round trip;
+ *	- makes it this backend's distributed.last_commit, which report.c sends
+ *	  to the client in a ParameterStatus message before ReadyForQuery: no
+ *	  extra round trip;
  *	- if distributed.session_key is set (per connection or SET LOCAL),
  *	  raises that key's position in the shared session map.
  *
  * The callback runs after the commit is durable, where an error would be
- * too late to undo anything, so nothing on its path may raise one: the
- * setting is changed with elevel WARNING, the map insert uses
- * HASH_ENTER_NULL (and falls back to raising the floor), and the only lock
- * taken is one partition's LWLock, held for a hash probe and a list move.
+ * too late to undo anything, so nothing on its path may raise one: the map
+ * insert uses HASH_ENTER_NULL (and falls back to raising the floor), no
+ * memory is allocated, and the only locks taken are one partition's LWLock,
+ * held for a hash probe and a list move, and for COMMIT PREPARED the
+ * prepared-transaction table's lock, held for one probe.
  *
- * On a follower the same callback, at the end of every transaction,
- * refreshes distributed.replay_position, so that a client learns how far
- * the follower has replayed from any reply.
+ * Two-phase commit.  COMMIT PREPARED may run in any session, long after the
+ * PREPARE TRANSACTION, even after a restart.  At PREPARE the key in force is
+ * stored against the global transaction identifier (GID) in a shared table
+ * (dist_prepared, one entry per max_prepared_transactions); the COMMIT
+ * PREPARED records its commit under that key, as well as under the key of
+ * the session that runs it.  A GID the table does not know (prepared
+ * before a restart, or the table was full) raises the floor to the commit
+ * instead, which keeps every answer at or above the truth.
+ *
+ * On every server the callback also lets follower.c refresh the reported
+ * replay position at the end of each transaction, committed or aborted.
  *
  * Answers never under-report (design invariant 2): an evicted or forgotten
  * entry raises the floor to its position first, and the floor starts at the
  * end of WAL at start-up or promotion (DistEnsureFloor).
+ *
+ * Copyright (c) 2026, distributed contributors
+ *
+ * IDENTIFICATION
+ *		src/leader.c
  *
  *-------------------------------------------------------------------------
  */
@@ -39,7 +54,6 @@
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 
@@ -53,27 +67,56 @@ static XLogRecPtr dist_reported_commit_end = InvalidXLogRecPtr;
 static TimeLineID dist_last_tli = 0;
 static XLogRecPtr dist_last_lsn = InvalidXLogRecPtr;
 
-/* Set while a COMMIT PREPARED runs, until its transaction ends. */
-static bool dist_commit_prepared = false;
+/*
+ * The two-phase command of the current transaction, noticed by the utility
+ * hook and acted on when the transaction ends.
+ */
+typedef enum DistTwoPhaseCommand
+{
+	DIST_2PC_NONE,
+	DIST_2PC_PREPARE,			/* PREPARE TRANSACTION dist_gid */
+	DIST_2PC_COMMIT,			/* COMMIT PREPARED dist_gid */
+	DIST_2PC_ROLLBACK			/* ROLLBACK PREPARED dist_gid */
+} DistTwoPhaseCommand;
+
+/* What the prepared-transaction table said about a GID being committed. */
+typedef enum DistPreparedKey
+{
+	DIST_PREPARED_UNKNOWN,		/* not in the table: raise the floor */
+	DIST_PREPARED_NO_KEY,		/* prepared without a session key */
+	DIST_PREPARED_KEY			/* prepared under dist_prepared_key */
+} DistPreparedKey;
+
+static DistTwoPhaseCommand dist_2pc = DIST_2PC_NONE;
+static char dist_gid[GIDSIZE];
+static DistPreparedKey dist_prepared_found = DIST_PREPARED_UNKNOWN;
+static TransactionId dist_prepared_xid = InvalidTransactionId;
+static char dist_prepared_key[DIST_MAX_KEY_LEN + 1];
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
-/* Last replay position this backend reported. */
-static XLogRecPtr dist_reported_replay = InvalidXLogRecPtr;
-static TimeLineID dist_reported_replay_tli = 0;
-
-static int
-DistPartitionOf(const char *key)
+/*
+ * The hash of a key, as dynahash computes it for the partition tables
+ * (HASH_STRINGS, keysize DIST_MAX_KEY_LEN + 1), so that it is computed once
+ * per lookup and also picks the partition.
+ */
+static inline uint32
+DistKeyHash(const char *key)
 {
+	return string_hash(key, DIST_MAX_KEY_LEN + 1);
+}
+
+static inline int
+DistPartitionOf(uint32 hash)
+{
+	/*
+	 * dynahash picks a bucket from the low bits of the same hash; remix it,
+	 * or every key of a partition would share its low bits and crowd into a
+	 * fraction of the buckets.
+	 */
 	if (dist_shared->npartitions == 1)
 		return 0;
-	/*
-	 * dynahash picks a bucket from the low bits of the same string hash;
-	 * remix it, or every key of a partition would share its low bits and
-	 * crowd into a sixteenth of the buckets.
-	 */
-	return murmurhash32(hash_bytes((const unsigned char *) key, strlen(key))) %
-		dist_shared->npartitions;
+	return murmurhash32(hash) % dist_shared->npartitions;
 }
 
 /*
@@ -96,15 +139,16 @@ DistEvictOne(int part)
 }
 
 /*
- * Raise key's position to at least (tli, lsn).  Raises no error: if the
- * entry cannot be stored, the floor is raised instead, which keeps every
- * answer at or above the truth.
+ * Raise key's position to at least (tli, lsn).  Raises no error and
+ * allocates nothing: if the entry cannot be stored, the floor is raised
+ * instead, which keeps every answer at or above the truth.
  */
 static void
 DistRecordKey(const char *key, TimeLineID tli, XLogRecPtr lsn,
 			  TimestampTz when)
 {
-	int			part = DistPartitionOf(key);
+	uint32		hash = DistKeyHash(key);
+	int			part = DistPartitionOf(hash);
 	DistPartition *p = &dist_shared->partitions[part];
 	HTAB	   *table = dist_tables[part];
 	DistSessionEntry *entry;
@@ -113,13 +157,14 @@ DistRecordKey(const char *key, TimeLineID tli, XLogRecPtr lsn,
 	DistEnsureFloor();
 
 	LWLockAcquire(p->lock, LW_EXCLUSIVE);
-	entry = hash_search(table, key, HASH_FIND, NULL);
+	entry = hash_search_with_hash_value(table, key, hash, HASH_FIND, NULL);
 	if (entry == NULL)
 	{
 		while (hash_get_num_entries(table) >= p->capacity &&
 			   !dlist_is_empty(&p->lru))
 			DistEvictOne(part);
-		entry = hash_search(table, key, HASH_ENTER_NULL, &found);
+		entry = hash_search_with_hash_value(table, key, hash,
+											HASH_ENTER_NULL, &found);
 		if (entry == NULL)
 		{
 			DistRaiseFloor(tli, lsn);
@@ -148,7 +193,8 @@ DistRecordKey(const char *key, TimeLineID tli, XLogRecPtr lsn,
 static void
 DistLookupKey(const char *key, TimeLineID *tli, XLogRecPtr *lsn)
 {
-	int			part = DistPartitionOf(key);
+	uint32		hash = DistKeyHash(key);
+	int			part = DistPartitionOf(hash);
 	DistPartition *p = &dist_shared->partitions[part];
 	DistSessionEntry *entry;
 	TimeLineID	ftli;
@@ -157,7 +203,8 @@ DistLookupKey(const char *key, TimeLineID *tli, XLogRecPtr *lsn)
 	DistEnsureFloor();
 
 	LWLockAcquire(p->lock, LW_SHARED);
-	entry = hash_search(dist_tables[part], key, HASH_FIND, NULL);
+	entry = hash_search_with_hash_value(dist_tables[part], key, hash,
+										HASH_FIND, NULL);
 	/* read the floor under the lock: eviction raises it before removing */
 	DistReadFloor(&ftli, &flsn);
 	if (entry != NULL && entry->lsn >= flsn)
@@ -173,84 +220,191 @@ DistLookupKey(const char *key, TimeLineID *tli, XLogRecPtr *lsn)
 	LWLockRelease(p->lock);
 }
 
-static void
-DistSetReported(const char *name, const char *value)
+static inline bool
+DistKeySet(void)
 {
-	/* elevel WARNING: a failure is reported, never raised */
-	(void) set_config_option(name, value, PGC_INTERNAL, PGC_S_OVERRIDE,
-							 GUC_ACTION_SET, true, WARNING, false);
+	return dist_session_key != NULL && dist_session_key[0] != '\0';
 }
 
-void
-DistXactCallback(XactEvent event, void *arg)
-{
-	char		buf[DIST_TOKEN_BUFLEN];
+/* ------------------------------------------------------------------------
+ * Two-phase commit
+ * ------------------------------------------------------------------------
+ */
 
-	if (event == XACT_EVENT_ABORT)
-		dist_commit_prepared = false;
-	if (event != XACT_EVENT_COMMIT || dist_shared == NULL)
+/*
+ * At the end of PREPARE TRANSACTION: remember the key in force (or that
+ * there was none) against the GID.  Runs before the prepared transaction is
+ * released to other sessions (PostPrepare_Twophase), so no COMMIT PREPARED
+ * can look for the entry before it exists.  Raises no error: with the table
+ * full the GID stays unknown, and its commit raises the floor.
+ */
+static void
+DistRememberPrepared(void)
+{
+	DistPreparedEntry *entry;
+	bool		found;
+
+	if (dist_prepared == NULL)
 		return;
+	LWLockAcquire(dist_shared->prepared_lock, LW_EXCLUSIVE);
+	entry = hash_search(dist_prepared, dist_gid, HASH_ENTER_NULL, &found);
+	if (entry != NULL)
+	{
+		entry->xid = GetTopTransactionIdIfAny();
+		strlcpy(entry->key, DistKeySet() ? dist_session_key : "",
+				sizeof(entry->key));
+	}
+	LWLockRelease(dist_shared->prepared_lock);
+}
+
+/*
+ * Before COMMIT PREPARED runs: look up the key its transaction was prepared
+ * under.  While the GID is still prepared no other transaction can take it,
+ * so the entry found is that transaction's.
+ */
+static void
+DistLookupPrepared(void)
+{
+	DistPreparedEntry *entry;
+
+	dist_prepared_found = DIST_PREPARED_UNKNOWN;
+	dist_prepared_xid = InvalidTransactionId;
+	if (dist_prepared == NULL)
+		return;
+	LWLockAcquire(dist_shared->prepared_lock, LW_SHARED);
+	entry = hash_search(dist_prepared, dist_gid, HASH_FIND, NULL);
+	if (entry != NULL)
+	{
+		dist_prepared_xid = entry->xid;
+		if (entry->key[0] == '\0')
+			dist_prepared_found = DIST_PREPARED_NO_KEY;
+		else
+		{
+			dist_prepared_found = DIST_PREPARED_KEY;
+			strlcpy(dist_prepared_key, entry->key, sizeof(dist_prepared_key));
+		}
+	}
+	LWLockRelease(dist_shared->prepared_lock);
+}
+
+/*
+ * After COMMIT or ROLLBACK PREPARED committed: drop the GID's entry, unless
+ * the GID has since been prepared again by another transaction.
+ */
+static void
+DistForgetPrepared(void)
+{
+	DistPreparedEntry *entry;
+
+	if (dist_prepared == NULL || dist_prepared_found == DIST_PREPARED_UNKNOWN)
+		return;
+	LWLockAcquire(dist_shared->prepared_lock, LW_EXCLUSIVE);
+	entry = hash_search(dist_prepared, dist_gid, HASH_FIND, NULL);
+	if (entry != NULL && entry->xid == dist_prepared_xid)
+		hash_search(dist_prepared, dist_gid, HASH_REMOVE, NULL);
+	LWLockRelease(dist_shared->prepared_lock);
+}
+
+/*
+ * Record the commit of a prepared transaction under the key it was
+ * prepared under; a transaction of unknown origin raises the floor.
+ */
+static void
+DistRecordPreparedCommit(TimeLineID tli, XLogRecPtr end, TimestampTz when)
+{
+	switch (dist_prepared_found)
+	{
+		case DIST_PREPARED_UNKNOWN:
+			DistEnsureFloor();
+			DistRaiseFloor(tli, end);
+			break;
+		case DIST_PREPARED_NO_KEY:
+			break;
+		case DIST_PREPARED_KEY:
+			DistRecordKey(dist_prepared_key, tli, end, when);
+			pg_atomic_fetch_add_u64(&dist_shared->counters.commits_recorded, 1);
+			break;
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * The transaction callback
+ * ------------------------------------------------------------------------
+ */
+
+static void
+DistAtCommit(void)
+{
+	TimeLineID	tli;
+	XLogRecPtr	end = XactLastCommitEnd;
+	TimestampTz when;
 
 	/*
 	 * A transaction with an xid always writes a commit record, and
 	 * RecordTransactionCommit has just set XactLastCommitEnd to its end.
 	 * COMMIT PREPARED runs without an xid of its own; there it is the end of
 	 * the commit-prepared record.  (Read-only transactions that pruned a
-	 * page move XactLastCommitEnd too: they are no write of the session's,
-	 * and are not reported.)
+	 * page move XactLastCommitEnd too, and so does ROLLBACK PREPARED: they
+	 * are no write of the session's, and are not reported.)
 	 */
-	if ((TransactionIdIsValid(GetTopTransactionIdIfAny()) || dist_commit_prepared) &&
-		XactLastCommitEnd != InvalidXLogRecPtr &&
-		XactLastCommitEnd != dist_reported_commit_end)
-	{
-		TimeLineID	tli = DistInsertTimeLine();
-
-		dist_commit_prepared = false;
-		dist_reported_commit_end = XactLastCommitEnd;
-		dist_last_tli = tli;
-		dist_last_lsn = XactLastCommitEnd;
-
-		DistFormatToken(buf, tli, XactLastCommitEnd);
-		DistSetReported("distributed.last_commit", buf);
-
-		if (dist_session_key != NULL && dist_session_key[0] != '\0')
-		{
-			DistRecordKey(dist_session_key, tli, XactLastCommitEnd,
-						  GetCurrentTransactionStopTimestamp());
-			pg_atomic_fetch_add_u64(&dist_shared->counters.commits_recorded, 1);
-		}
+	if (!(TransactionIdIsValid(GetTopTransactionIdIfAny()) ||
+		  dist_2pc == DIST_2PC_COMMIT) ||
+		end == InvalidXLogRecPtr || end == dist_reported_commit_end)
 		return;
-	}
 
+	tli = DistInsertTimeLine();
+	dist_reported_commit_end = end;
+	dist_last_tli = tli;
+	dist_last_lsn = end;
+	DistReport(DIST_REPORT_LAST_COMMIT, tli, end);
+
+	if (!DistKeySet() && dist_2pc != DIST_2PC_COMMIT)
+		return;
+
+	when = GetCurrentTransactionStopTimestamp();
+	if (DistKeySet())
+	{
+		DistRecordKey(dist_session_key, tli, end, when);
+		pg_atomic_fetch_add_u64(&dist_shared->counters.commits_recorded, 1);
+	}
+	if (dist_2pc == DIST_2PC_COMMIT)
+		DistRecordPreparedCommit(tli, end, when);
+}
+
+void
+DistXactCallback(XactEvent event, void *arg)
+{
+	if (dist_shared == NULL)
+		return;
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			DistAtCommit();
+			if (dist_2pc == DIST_2PC_COMMIT || dist_2pc == DIST_2PC_ROLLBACK)
+				DistForgetPrepared();
+			break;
+		case XACT_EVENT_PREPARE:
+			if (dist_2pc == DIST_2PC_PREPARE)
+				DistRememberPrepared();
+			break;
+		case XACT_EVENT_ABORT:
+			break;
+		default:
+			/* not the end of a top-level transaction */
+			return;
+	}
+	dist_2pc = DIST_2PC_NONE;
+
+	/* on a follower, report how far replay got; a no-op on a leader */
 	DistReportReplayPosition();
 }
 
 /*
- * On a follower, refresh distributed.replay_position if replay has moved
- * since this backend last reported it.  Raises no error.
- */
-void
-DistReportReplayPosition(void)
-{
-	char		buf[DIST_TOKEN_BUFLEN];
-	TimeLineID	tli;
-	XLogRecPtr	replay;
-
-	if (!dist_report_replay || !RecoveryInProgress())
-		return;
-	replay = GetXLogReplayRecPtr(&tli);
-	if (replay != dist_reported_replay || tli != dist_reported_replay_tli)
-	{
-		dist_reported_replay = replay;
-		dist_reported_replay_tli = tli;
-		DistFormatToken(buf, tli, replay);
-		DistSetReported("distributed.replay_position", buf);
-	}
-}
-
-/*
- * Notice COMMIT PREPARED, whose transaction has no xid of its own but
- * writes the prepared transaction's commit record.
+ * Notice the two-phase commands, whose work happens when their
+ * transaction ends: PREPARE TRANSACTION, and COMMIT PREPARED, whose
+ * transaction has no xid of its own but writes the prepared transaction's
+ * commit record.
  */
 static void
 DistProcessUtility(PlannedStmt *pstmt, const char *queryString,
@@ -263,9 +417,30 @@ DistProcessUtility(PlannedStmt *pstmt, const char *queryString,
 {
 	Node	   *node = pstmt->utilityStmt;
 
-	if (IsA(node, TransactionStmt) &&
-		((TransactionStmt *) node)->kind == TRANS_STMT_COMMIT_PREPARED)
-		dist_commit_prepared = true;
+	if (IsA(node, TransactionStmt) && dist_shared != NULL)
+	{
+		TransactionStmt *stmt = (TransactionStmt *) node;
+
+		switch (stmt->kind)
+		{
+			case TRANS_STMT_PREPARE:
+				dist_2pc = DIST_2PC_PREPARE;
+				strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
+				break;
+			case TRANS_STMT_COMMIT_PREPARED:
+				dist_2pc = DIST_2PC_COMMIT;
+				strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
+				DistLookupPrepared();
+				break;
+			case TRANS_STMT_ROLLBACK_PREPARED:
+				dist_2pc = DIST_2PC_ROLLBACK;
+				strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
+				DistLookupPrepared();
+				break;
+			default:
+				break;
+		}
+	}
 
 #if PG_VERSION_NUM >= 140000
 	if (prev_process_utility)
@@ -386,6 +561,7 @@ Datum
 distributed_forget(PG_FUNCTION_ARGS)
 {
 	char	   *key;
+	uint32		hash;
 	int			part;
 	DistPartition *p;
 	DistSessionEntry *entry;
@@ -395,16 +571,19 @@ distributed_forget(PG_FUNCTION_ARGS)
 	DistCheckLeader();
 	DistEnsureFloor();
 
-	part = DistPartitionOf(key);
+	hash = DistKeyHash(key);
+	part = DistPartitionOf(hash);
 	p = &dist_shared->partitions[part];
 	LWLockAcquire(p->lock, LW_EXCLUSIVE);
-	entry = hash_search(dist_tables[part], key, HASH_FIND, NULL);
+	entry = hash_search_with_hash_value(dist_tables[part], key, hash,
+										HASH_FIND, NULL);
 	if (entry != NULL)
 	{
 		/* forgetting is an early eviction: the floor keeps its position */
 		DistRaiseFloor(entry->tli, entry->lsn);
 		dlist_delete(&entry->lru);
-		hash_search(dist_tables[part], key, HASH_REMOVE, NULL);
+		hash_search_with_hash_value(dist_tables[part], key, hash,
+									HASH_REMOVE, NULL);
 	}
 	LWLockRelease(p->lock);
 	PG_RETURN_BOOL(entry != NULL);

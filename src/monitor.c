@@ -10,7 +10,14 @@
  *
  * get_sessions copies one partition at a time under that partition's
  * shared lock, so a scan never blocks writers for longer than one
- * partition's copy.
+ * partition's copy.  The counters are atomics, read and reset one by one
+ * without a lock: a reset concurrent with a commit or a wait may keep or
+ * lose that one event.  stats_reset has a spinlock of its own.
+ *
+ * Copyright (c) 2026, distributed contributors
+ *
+ * IDENTIFICATION
+ *		src/monitor.c
  *
  *-------------------------------------------------------------------------
  */
@@ -29,8 +36,25 @@
 #include "distributed.h"
 
 #define SESSIONS_COLS	5
-#define STATS_COLS		20
+#define STATS_COLS		(DIST_NUM_COUNTERS + 8)
 #define WAITERS_COLS	5
+
+/* distributed.stats: role, capacity, entries, evictions, then the floor */
+#define FLOOR_COLUMN	4
+
+/* Microseconds per millisecond, for the columns shown in ms */
+#define DIST_US_PER_MS	1000.0
+
+/* A counter's column value: a count as int8, a time in ms as float8. */
+static Datum
+DistCounterDatum(pg_atomic_uint64 *counter, DistCounterKind kind)
+{
+	uint64		v = pg_atomic_read_u64(counter);
+
+	if (kind == DIST_MICROSECONDS)
+		return Float8GetDatum((double) v / DIST_US_PER_MS);
+	return Int64GetDatum((int64) v);
+}
 
 PG_FUNCTION_INFO_V1(distributed_get_sessions);
 Datum
@@ -107,31 +131,33 @@ distributed_get_stats(PG_FUNCTION_ARGS)
 	values[i++] = CStringGetTextDatum(RecoveryInProgress() ? "follower" : "leader");
 	values[i++] = Int32GetDatum(dist_shared->capacity);
 	values[i++] = Int64GetDatum(entries);
-	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->evictions));
-	if (dist_shared->floor_ready)
-		values[i++] = PointerGetDatum(DistTokenToText(ftli, flsn));
-	else
-		nulls[i++] = true;
-	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->commits_recorded));
-	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->checks_safe));
-	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->checks_unsafe));
-	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_started));
-	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_reached));
-	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_timed_out));
-	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_promoted));
-	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_unreachable));
-	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_not_in_recovery));
-	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->waits_cancelled));
-	values[i++] = Float8GetDatum((double) pg_atomic_read_u64(&c->wait_time_us) / 1000.0);
+
+	/*
+	 * The counters in the order of DIST_COUNTERS; the floor column comes
+	 * after the first of them (evictions), where the view has it.
+	 */
+#define DIST_COUNTER_COLUMN(field, kind) \
+	values[i++] = DistCounterDatum(&c->field, kind); \
+	if (i == FLOOR_COLUMN) \
+	{ \
+		if (dist_shared->floor_ready) \
+			values[i++] = PointerGetDatum(DistTokenToText(ftli, flsn)); \
+		else \
+			nulls[i++] = true; \
+	}
+	DIST_COUNTERS(DIST_COUNTER_COLUMN)
+#undef DIST_COUNTER_COLUMN
 	values[i++] = Int32GetDatum(nwaiting);
 	LWLockAcquire(dist_shared->waiters_lock, LW_SHARED);
 	if (dist_shared->watcher_pid != 0)
 		values[i++] = Int32GetDatum(dist_shared->watcher_pid);
 	else
 		nulls[i++] = true;
-	values[i++] = Int32GetDatum(dist_watch_interval_ms);
-	values[i++] = TimestampTzGetDatum(dist_shared->stats_reset);
 	LWLockRelease(dist_shared->waiters_lock);
+	values[i++] = Int32GetDatum(dist_watch_interval_ms);
+	SpinLockAcquire(&dist_shared->stats_lock);
+	values[i++] = TimestampTzGetDatum(dist_shared->stats_reset);
+	SpinLockRelease(&dist_shared->stats_lock);
 	Assert(i == STATS_COLS);
 
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -178,23 +204,16 @@ Datum
 distributed_reset_stats(PG_FUNCTION_ARGS)
 {
 	DistCounters *c;
+	TimestampTz now;
 
 	DistCheckLoaded();
 	c = &dist_shared->counters;
-	pg_atomic_write_u64(&c->evictions, 0);
-	pg_atomic_write_u64(&c->commits_recorded, 0);
-	pg_atomic_write_u64(&c->checks_safe, 0);
-	pg_atomic_write_u64(&c->checks_unsafe, 0);
-	pg_atomic_write_u64(&c->waits_started, 0);
-	pg_atomic_write_u64(&c->waits_reached, 0);
-	pg_atomic_write_u64(&c->waits_timed_out, 0);
-	pg_atomic_write_u64(&c->waits_promoted, 0);
-	pg_atomic_write_u64(&c->waits_unreachable, 0);
-	pg_atomic_write_u64(&c->waits_not_in_recovery, 0);
-	pg_atomic_write_u64(&c->waits_cancelled, 0);
-	pg_atomic_write_u64(&c->wait_time_us, 0);
-	LWLockAcquire(dist_shared->waiters_lock, LW_EXCLUSIVE);
-	dist_shared->stats_reset = GetCurrentTimestamp();
-	LWLockRelease(dist_shared->waiters_lock);
+#define DIST_COUNTER_RESET(field, kind) pg_atomic_write_u64(&c->field, 0);
+	DIST_COUNTERS(DIST_COUNTER_RESET)
+#undef DIST_COUNTER_RESET
+	now = GetCurrentTimestamp();
+	SpinLockAcquire(&dist_shared->stats_lock);
+	dist_shared->stats_reset = now;
+	SpinLockRelease(&dist_shared->stats_lock);
 	PG_RETURN_VOID();
 }

@@ -5,21 +5,34 @@
  *
  * One DistShared struct holds the session map's partitions (each a dynahash
  * table of at most its capacity, with an LRU list threaded through the
- * entries), the floor, the counters and one waiter slot per backend.
+ * entries), the floor, the counters and one waiter slot per backend.  A
+ * separate dynahash table, dist_prepared, holds the session key of each
+ * prepared transaction (one entry per max_prepared_transactions; none when
+ * that is 0).
  *
  * Locking:
  *	- each map partition has its own LWLock (tranche "distributed_map");
  *	  it protects that partition's table, LRU list and entries.
  *	- waiters_lock (tranche "distributed_waiters") protects the queue of
  *	  armed waiters and the watcher's latch (see waiter.c).
+ *	- prepared_lock (tranche "distributed_prepared") protects dist_prepared.
+ *	  A partition lock may be taken while it is held, never the other way
+ *	  around.
  *	- floor_lock, a spinlock, protects the floor.  It may be taken while a
  *	  partition lock is held, never the other way around.
+ *	- stats_lock, a spinlock, protects stats_reset.
  *	- counters are atomics and need no lock.
+ *
+ * Copyright (c) 2026, distributed contributors
+ *
+ * IDENTIFICATION
+ *		src/shmem.c
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/twophase.h"
 #include "miscadmin.h"
 #include "postmaster/autovacuum.h"
 #include "replication/walsender.h"
@@ -31,8 +44,15 @@
 #include "compat.h"
 #include "distributed.h"
 
+/* Maps of at least this many keys are split into DIST_MAX_PARTITIONS. */
+#define DIST_PARTITION_THRESHOLD	1024
+
+/* Room for a partition table's shmem index name. */
+#define DIST_TABLE_NAMELEN			64
+
 DistShared *dist_shared = NULL;
 HTAB	   *dist_tables[DIST_MAX_PARTITIONS];
+HTAB	   *dist_prepared = NULL;
 
 #if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -47,7 +67,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 int
 DistNumPartitions(int capacity)
 {
-	return capacity >= 1024 ? DIST_MAX_PARTITIONS : 1;
+	return capacity >= DIST_PARTITION_THRESHOLD ? DIST_MAX_PARTITIONS : 1;
 }
 
 static int
@@ -85,6 +105,9 @@ DistShmemSize(void)
 		size = add_size(size,
 						hash_estimate_size(DistPartitionCapacity(dist_max_sessions, nparts, i),
 										   sizeof(DistSessionEntry)));
+	if (max_prepared_xacts > 0)
+		size = add_size(size, hash_estimate_size(max_prepared_xacts,
+												 sizeof(DistPreparedEntry)));
 	return size;
 }
 
@@ -99,6 +122,7 @@ DistShmemRequest(void)
 	RequestNamedLWLockTranche("distributed_map",
 							  DistNumPartitions(dist_max_sessions));
 	RequestNamedLWLockTranche("distributed_waiters", 1);
+	RequestNamedLWLockTranche("distributed_prepared", 1);
 }
 
 #if PG_VERSION_NUM >= 150000
@@ -148,26 +172,33 @@ DistShmemStartup(void)
 			&(GetNamedLWLockTranche("distributed_waiters"))->lock;
 		dist_shared->nslots = nslots;
 		DistWaitersShmemInit();
+		dist_shared->prepared_lock =
+			&(GetNamedLWLockTranche("distributed_prepared"))->lock;
 
-		pg_atomic_init_u64(&dist_shared->counters.evictions, 0);
-		pg_atomic_init_u64(&dist_shared->counters.checks_safe, 0);
-		pg_atomic_init_u64(&dist_shared->counters.checks_unsafe, 0);
-		pg_atomic_init_u64(&dist_shared->counters.waits_started, 0);
-		pg_atomic_init_u64(&dist_shared->counters.waits_reached, 0);
-		pg_atomic_init_u64(&dist_shared->counters.waits_timed_out, 0);
-		pg_atomic_init_u64(&dist_shared->counters.waits_promoted, 0);
-		pg_atomic_init_u64(&dist_shared->counters.waits_unreachable, 0);
-		pg_atomic_init_u64(&dist_shared->counters.waits_not_in_recovery, 0);
-		pg_atomic_init_u64(&dist_shared->counters.waits_cancelled, 0);
-		pg_atomic_init_u64(&dist_shared->counters.wait_time_us, 0);
-		pg_atomic_init_u64(&dist_shared->counters.commits_recorded, 0);
+#define DIST_COUNTER_INIT(field, kind) \
+		pg_atomic_init_u64(&dist_shared->counters.field, 0);
+		DIST_COUNTERS(DIST_COUNTER_INIT)
+#undef DIST_COUNTER_INIT
+		SpinLockInit(&dist_shared->stats_lock);
 		dist_shared->stats_reset = GetCurrentTimestamp();
+	}
+
+	if (max_prepared_xacts > 0)
+	{
+		HASHCTL		info;
+
+		memset(&info, 0, sizeof(info));
+		info.keysize = GIDSIZE;
+		info.entrysize = sizeof(DistPreparedEntry);
+		dist_prepared = ShmemInitHash("distributed prepared transactions",
+									  max_prepared_xacts, max_prepared_xacts,
+									  &info, HASH_ELEM | HASH_STRINGS);
 	}
 
 	for (int i = 0; i < nparts; i++)
 	{
 		HASHCTL		info;
-		char		name[64];
+		char		name[DIST_TABLE_NAMELEN];
 		int			cap = DistPartitionCapacity(dist_max_sessions, nparts, i);
 
 		memset(&info, 0, sizeof(info));

@@ -25,10 +25,10 @@
  * parsed here rather than by readTimeLineHistory(), which raises FATAL on a
  * malformed file: a bad file must fail the call, not end the session.
  *
- * Copyright (c) 2026, the distributed authors
+ * Copyright (c) 2026, distributed contributors
  *
  * IDENTIFICATION
- *	  src/token.c
+ *		src/token.c
  *
  *-------------------------------------------------------------------------
  */
@@ -46,6 +46,9 @@
 #include "compat.h"
 #include "distributed.h"
 
+/* Hex digits in each 32-bit half of an LSN */
+#define DIST_HEX_DIGITS_32	8
+
 /* Parse up to 8 hex digits; advance *p.  False when there are none. */
 static bool
 DistParseHex32(const char **p, uint32 *out)
@@ -53,7 +56,7 @@ DistParseHex32(const char **p, uint32 *out)
 	uint32		v = 0;
 	int			n = 0;
 
-	while (n < 8)
+	while (n < DIST_HEX_DIGITS_32)
 	{
 		char		c = **p;
 		int			d;
@@ -121,8 +124,7 @@ DistParseToken(const char *text, DistToken *token)
 }
 
 /*
- * Read a token argument; "what" names it in messages.  Raises 22P02 for
- * malformed text.
+ * Read a token argument.  Raises 22P02 for malformed text.
  */
 DistToken
 DistTokenFromText(text *t)
@@ -133,12 +135,14 @@ DistTokenFromText(text *t)
 	if (!DistParseToken(s, &token))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("invalid input syntax for type %s: \"%s\"", "token", s),
+				 errmsg("invalid input syntax for type %s: \"%s\"",
+						"token", s),
 				 errhint("A token is \"<timeline>:<lsn>\", such as \"1:0/3000148\", or a bare LSN such as \"0/3000148\".")));
 	pfree(s);
 	return token;
 }
 
+/* Format a token into buf, of DIST_TOKEN_BUFLEN bytes. */
 void
 DistFormatToken(char *buf, TimeLineID tli, XLogRecPtr lsn)
 {

@@ -40,7 +40,7 @@
  * replay themselves every watch interval, until the postmaster has started
  * a new one.
  *
- * Copyright (c) 2025-2026, the distributed authors
+ * Copyright (c) 2026, distributed contributors
  *
  * IDENTIFICATION
  *	  src/waiter.c

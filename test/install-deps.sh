@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
     make gcc
-    postgresql-15 postgresql-server-dev-15 libpq-dev
+    postgresql-15 postgresql-server-dev-15 libpq-dev libkrb5-dev
     libipc-run-perl
     python3-psycopg2 python3-psycopg
     python3-django python3-celery

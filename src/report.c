@@ -1,0 +1,174 @@
+/*-------------------------------------------------------------------------
+ *
+ * report.c
+ *		Reported values: distributed.last_commit and
+ *		distributed.replay_position, sent to the client in ParameterStatus.
+ *
+ * Both are read-only GUC_REPORT settings, so a client learns their value at
+ * connection start the usual way, and SHOW and current_setting() answer
+ * through a show hook that returns this backend's current value.  Their
+ * GUC value itself is never assigned: setting a reported GUC through
+ * set_config_option() on every commit costs the GUC assignment, its undo
+ * stack at transaction end and, before PostgreSQL 16, a scan over every
+ * setting before ReadyForQuery to find the one to report (about 5 % of a
+ * pgbench transaction on the leader).
+ *
+ * Instead, DistReport() stores the new value in this backend and marks it
+ * pending; the ParameterStatus message is sent just before the next
+ * ReadyForQuery, where the server sends its own reports
+ * (ReportChangedGUCOptions): outside any transaction, with no lock held and
+ * interrupts allowed.  Sending it from the transaction callback instead
+ * would write to the socket while the transaction's locks are still held
+ * and with interrupts held off, so a client that stopped reading could pin
+ * both; and any error there would come after the commit.
+ *
+ * To see ReadyForQuery go out, the backend's PQcommMethods table (the
+ * indirection PostgreSQL uses to redirect a parallel worker's messages to
+ * its leader) is replaced by a copy whose putmessage sends the pending
+ * reports before a ReadyForQuery message and then passes every message on
+ * unchanged.  This is done only in client backends that talk the frontend
+ * protocol over their own socket: not in walsenders (whose COPY stream
+ * must not be interleaved), parallel workers or background workers.
+ *
+ * Nothing here raises an error or allocates memory.
+ *
+ * Copyright (c) 2026, distributed contributors
+ *
+ * IDENTIFICATION
+ *		src/report.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "libpq/libpq.h"
+#include "libpq/libpq-be.h"
+#include "miscadmin.h"
+#include "replication/walsender.h"
+#include "tcop/dest.h"
+#include "tcop/tcopprot.h"
+
+#include "compat.h"
+#include "distributed.h"
+
+/* Protocol message types (PqMsg_ReadyForQuery, PqMsg_ParameterStatus) */
+#define DIST_MSG_READY_FOR_QUERY	'Z'
+#define DIST_MSG_PARAMETER_STATUS	'S'
+
+/* Longest setting name reported here, with its terminating zero. */
+#define DIST_REPORT_NAMELEN		32
+
+typedef struct DistReportedValue
+{
+	const char *name;			/* the setting */
+	char		value[DIST_TOKEN_BUFLEN];	/* what SHOW answers */
+	char		sent[DIST_TOKEN_BUFLEN];	/* what the client last got */
+	bool		pending;		/* value differs from sent */
+} DistReportedValue;
+
+/* Both start empty: the value reported at connection start. */
+static DistReportedValue dist_reported[DIST_NUM_REPORTED] = {
+	[DIST_REPORT_LAST_COMMIT] = {.name = "distributed.last_commit"},
+	[DIST_REPORT_REPLAY_POSITION] = {.name = "distributed.replay_position"},
+};
+
+static bool dist_any_pending = false;
+
+/* The backend's own methods, and our copy that wraps putmessage. */
+static const PQcommMethods *dist_socket_methods = NULL;
+static PQcommMethods dist_report_methods;
+
+/*
+ * Send the pending reports, through the backend's own methods.  Runs just
+ * before ReadyForQuery goes into the send buffer.
+ */
+static void
+DistSendPending(void)
+{
+	char		msg[DIST_REPORT_NAMELEN + DIST_TOKEN_BUFLEN];
+
+	dist_any_pending = false;
+	for (int i = 0; i < DIST_NUM_REPORTED; i++)
+	{
+		DistReportedValue *r = &dist_reported[i];
+		size_t		namelen;
+		size_t		vallen;
+
+		if (!r->pending)
+			continue;
+		r->pending = false;
+		if (strcmp(r->value, r->sent) == 0)
+			continue;
+
+		/* ParameterStatus: name and value, each zero-terminated */
+		namelen = strlen(r->name) + 1;
+		vallen = strlen(r->value) + 1;
+		Assert(namelen <= DIST_REPORT_NAMELEN);
+		memcpy(msg, r->name, namelen);
+		memcpy(msg + namelen, r->value, vallen);
+		if (dist_socket_methods->putmessage(DIST_MSG_PARAMETER_STATUS, msg,
+											namelen + vallen) == 0)
+			strlcpy(r->sent, r->value, sizeof(r->sent));
+	}
+}
+
+static int
+DistPutMessage(char msgtype, const char *s, size_t len)
+{
+	if (msgtype == DIST_MSG_READY_FOR_QUERY && dist_any_pending)
+		DistSendPending();
+	return dist_socket_methods->putmessage(msgtype, s, len);
+}
+
+/*
+ * Can this backend report to a client, and is the wrapper in place?
+ * Installs the wrapper at the first report of a client backend.
+ */
+static bool
+DistCanReport(void)
+{
+	if (PqCommMethods == &dist_report_methods)
+		return true;
+	if (dist_socket_methods != NULL)
+		return false;			/* someone replaced the methods since */
+	/* parallel and other background workers are not B_BACKEND */
+	if (MyBackendType != B_BACKEND || am_walsender ||
+		whereToSendOutput != DestRemote || MyProcPort == NULL ||
+		PqCommMethods == NULL)
+		return false;
+
+	dist_socket_methods = PqCommMethods;
+	dist_report_methods = *PqCommMethods;
+	dist_report_methods.putmessage = DistPutMessage;
+	PqCommMethods = &dist_report_methods;
+	return true;
+}
+
+/*
+ * Make (tli, lsn) the value of a reported setting in this backend; the
+ * client is told before the next ReadyForQuery.  Raises no error.
+ */
+void
+DistReport(DistReported which, TimeLineID tli, XLogRecPtr lsn)
+{
+	DistReportedValue *r = &dist_reported[which];
+
+	DistFormatToken(r->value, tli, lsn);
+	if (DistCanReport())
+	{
+		r->pending = true;
+		dist_any_pending = true;
+	}
+}
+
+const char *
+DistShowLastCommit(void)
+{
+	return dist_reported[DIST_REPORT_LAST_COMMIT].value;
+}
+
+const char *
+DistShowReplayPosition(void)
+{
+	return dist_reported[DIST_REPORT_REPLAY_POSITION].value;
+}
