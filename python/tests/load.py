@@ -103,6 +103,8 @@ def main():
             run("naive (any follower)", naive=True),
             run("router, POLICY leader", POLICY="leader"),
             run("router, POLICY wait 20 ms", POLICY="wait", WAIT_MS=20),
+            # every wait misses: only the follower held 200 ms behind
+            run("wait 20 ms, replica1 only", POLICY="wait", WAIT_MS=20, FOLLOWERS=["replica1"]),
         ]
         print()
         print("%-28s %6s %8s %8s %8s %8s %6s %7s %9s %6s %9s %9s" % (
