@@ -122,7 +122,7 @@ def combined_form(django_connection: Any, context: Any, many: bool) -> Optional[
         return None
     if isinstance(cursor, psycopg.ClientCursor):
         return "text"
-    if isinstance(cursor, psycopg.Cursor):
+    if isinstance(cursor, psycopg.Cursor) and psycopg.Pipeline.is_supported():  # libpq 14+
         return "pipeline"
     return None
 

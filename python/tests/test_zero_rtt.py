@@ -149,6 +149,27 @@ class ZeroRoundTrips(ClusterTestCase):
             t.join()
             self.assertEqual([(r.value, r.note, r._state.db) for r in rows], [(4, "100%", self.follower_alias)])
 
+    def test_the_reads_own_statement_timeout_is_not_a_missed_wait(self):
+        """57014 also comes from the read's own statement_timeout: that is
+        the read's error, raised as before, not a wait to move to the leader."""
+        from django.db import OperationalError
+
+        with settings_with(POLICY="wait", WAIT_MS=30000, FOLLOWERS=[self.follower_alias]):
+            reset_config()
+            self.write_behind(8)
+            with connections[self.follower_alias].cursor() as cur:
+                cur.execute("SET statement_timeout = 500")
+            t = self.resume_when_waited_on(delay=0)
+            moved = reads_moved_to_leader()
+            with self.assertRaises(OperationalError) as raised:
+                list(Item.objects.raw("SELECT id, value FROM shop_item, pg_sleep(30) WHERE id = %s", [self.pk]))
+            t.join()
+            self.assertIn("statement timeout", str(raised.exception))
+            self.assertEqual(reads_moved_to_leader(), moved)
+            counts = state.snapshot()["counts"]
+            self.assertEqual(counts.get("waits_combined"), 1, counts)
+            self.assertEqual(counts.get("wait_timeout", 0), 0, counts)
+
     def test_server_side_cursor_waits_separately(self):
         """.iterator() declares a server-side cursor, which cannot follow a
         CALL in one message: the old path (a wait, then the read)."""
