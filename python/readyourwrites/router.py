@@ -420,8 +420,8 @@ class _FollowerWrapper:
             state.count("fallback_leader")
             state.count("extra_round_trips")
             return _move(context, sql, params, many)
-        self._saw(conn)
         _answered(self.alias, token, config, "reached", True)
+        self._saw(conn)  # after: the reply's own report is the newer, and at least the token
         return result
 
     def _wait_separately(self, token: Token, config: Any, execute: Any, sql: str, params: Any,
