@@ -149,6 +149,16 @@ class ZeroRoundTrips(ClusterTestCase):
             t.join()
             self.assertEqual([(r.value, r.note, r._state.db) for r in rows], [(4, "100%", self.follower_alias)])
 
+    def test_named_parameters_survive_the_combined_form(self):
+        with settings_with(POLICY="wait", WAIT_MS=30000, FOLLOWERS=[self.follower_alias]):
+            reset_config()
+            self.write_behind(9)
+            t = self.resume_when_waited_on(delay=0)
+            rows = list(Item.objects.raw("SELECT id, value FROM shop_item WHERE id = %(pk)s", {"pk": self.pk}))
+            t.join()
+            self.assertEqual([(r.value, r._state.db) for r in rows], [(9, self.follower_alias)])
+            self.assertEqual(state.snapshot()["counts"].get("waits_combined"), 1)
+
     def test_the_reads_own_statement_timeout_is_not_a_missed_wait(self):
         """57014 also comes from the read's own statement_timeout: that is
         the read's error, raised as before, not a wait to move to the leader."""
