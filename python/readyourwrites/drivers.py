@@ -8,7 +8,7 @@ changes a value, so reading one costs no round trip.
 from typing import Any, Optional
 
 __all__ = ["parameter_status", "raw_connection", "raw_closed", "sqlstate", "connection_lost",
-           "run_elsewhere", "WAIT_ANSWERS"]
+           "run_elsewhere", "WAIT_ANSWERS", "combined_form", "execute_after_wait", "wait_refused"]
 
 # What CALL distributed.wait_for() reports, by SQLSTATE (design invariant 8).
 # The one table to change when the extension's codes change.
@@ -93,3 +93,91 @@ def run_elsewhere(target: Any, context: Any, sql: str, params: Any, many: bool) 
         if params is None:
             return wrapper.cursor.execute(sql)
         return wrapper.cursor.execute(sql, params)
+
+
+# -- the wait and the read in one round trip ------------------------------------
+
+def combined_form(django_connection: Any, context: Any, many: bool) -> Optional[str]:
+    """How this statement can be sent behind a CALL distributed.wait_for in
+    one round trip: "text" (one simple-query message holding both
+    statements: psycopg2, and psycopg 3's client-side binding cursor),
+    "pipeline" (psycopg 3 with server-side binding: two statements, one
+    Sync), or None where it cannot (executemany; a server-side cursor,
+    whose DECLARE cannot follow a CALL in one message; a transaction, where
+    the CALL would run inside the user's block)."""
+    if many or django_connection.in_atomic_block or not django_connection.get_autocommit():
+        return None
+    wrapper = context.get("cursor")
+    cursor = getattr(wrapper, "cursor", None)
+    if cursor is None:
+        return None
+    module = type(cursor).__module__.split(".")[0]
+    if module == "psycopg2":
+        return None if getattr(cursor, "name", None) else "text"  # a named cursor is server-side
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    if isinstance(cursor, psycopg.ServerCursor):
+        return None
+    if isinstance(cursor, psycopg.ClientCursor):
+        return "text"
+    if isinstance(cursor, psycopg.Cursor) and psycopg.Pipeline.is_supported():  # libpq 14+
+        return "pipeline"
+    return None
+
+
+def _wait_call(token: str, wait_ms: int) -> str:
+    # The token comes from parse_token (digits, hex and separators only)
+    # and the timeout is an int: written as literals, the CALL leaves the
+    # read's own parameters (a list, a dict, or none) untouched.
+    if not all(c in "0123456789ABCDEFabcdef:/" for c in token):
+        raise ValueError("not a token: %r" % token)
+    return "CALL distributed.wait_for('%s', %d)" % (token, int(wait_ms))
+
+
+def execute_after_wait(form: str, execute: Any, context: Any, token: str, wait_ms: int,
+                       sql: str, params: Any) -> Any:
+    """Run CALL distributed.wait_for(token, wait_ms) and then the read, in
+    one round trip, through the rest of Django's execute wrappers.  The
+    procedure sleeps holding no snapshot; the read takes its own after.
+    A failed wait raises (and the read does not run)."""
+    call = _wait_call(token, wait_ms)
+    if form == "text":
+        # the CALL's literals hold no %, so the read's SQL keeps its own
+        # parameter style (with or without parameters) unchanged
+        result = execute(call + "; " + sql, params, False, context)
+        cursor = context["cursor"].cursor
+        if not type(cursor).__module__.startswith("psycopg2"):
+            # psycopg 3 stands on the first statement's result (psycopg2 on
+            # the last): step on to the read's
+            with context["connection"].wrap_database_errors:
+                cursor.nextset()
+        return result
+    conn = context["connection"]
+    raw = raw_connection(conn)
+    with conn.wrap_database_errors:
+        with raw.pipeline():
+            execute(call, None, False, context)
+            result = execute(sql, params, False, context)
+    return result
+
+
+def wait_refused(error: BaseException) -> Optional[str]:
+    """If the error is CALL distributed.wait_for's answer (a timeout, a
+    promotion...), that answer ("timeout", ...); None for any other error,
+    such as the read's own statement_timeout (57014 as well, but raised
+    elsewhere in the server)."""
+    code = sqlstate(error)
+    if code not in WAIT_ANSWERS:
+        return None
+    for e in (error, error.__cause__):
+        diag = getattr(e, "diag", None)
+        if diag is None:
+            continue
+        where = getattr(diag, "source_function", None)
+        if where:
+            if isinstance(where, bytes):
+                where = where.decode()
+            return WAIT_ANSWERS[code] if where == "DistRaiseWaitResult" else None
+    return WAIT_ANSWERS[code] if "waiting for replay" in str(error) else None

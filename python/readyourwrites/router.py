@@ -8,9 +8,16 @@
    itself reported a replay position at or past the token: that follower,
    with no query (a new connection may reach a restarted follower, or
    another server behind the same host name: only its own report counts);
-6. otherwise one question to the most promising follower connection
+6. POLICY "wait", outside a transaction: the most promising follower
+   connection, with the wait sent in the same round trip as the read
+   (_FollowerWrapper puts CALL distributed.wait_for in front of it; a
+   wait that times out sends the read to the leader);
+7. otherwise one question to the most promising follower connection
    (distributed.is_replayed, or CALL distributed.wait_for for POLICY "wait");
-7. otherwise the policy: the leader, or FollowerNotReady.
+8. otherwise the policy: the leader, or FollowerNotReady.
+
+Every round trip the router adds to a read is counted as
+"extra_round_trips" in routing_stats().
 
 Writes go to the leader; leader.py puts the session key in force and takes
 the commit's token.
@@ -18,6 +25,7 @@ the commit's token.
 import asyncio
 import itertools
 import logging
+import threading
 import time
 import weakref
 from typing import Any, List, Optional
@@ -37,6 +45,22 @@ logger = logging.getLogger("readyourwrites")
 __all__ = ["ReadYourWritesRouter", "FollowerNotReady", "route_read"]
 
 _rotation = itertools.count()
+_moved = threading.local()
+
+
+def reads_moved_to_leader() -> int:
+    """How many reads this thread routed to a follower were served by the
+    leader instead (a wait that timed out with the read, a follower that
+    failed under it).  Django's instance._state.db names the follower the
+    read was routed to; compare this before and after a read to know."""
+    return getattr(_moved, "n", 0)
+
+
+def _move(context: Any, sql: str, params: Any, many: bool) -> Any:
+    """Run a read routed to a follower on the leader instead."""
+    _moved.n = getattr(_moved, "n", 0) + 1
+    state.count("moved_to_leader")
+    return drivers.run_elsewhere(connections[get_config().leader], context, sql, params, many)
 
 
 class FollowerNotReady(Exception):
@@ -116,6 +140,21 @@ def route_read(model: Any = None, **hints: Any) -> Optional[str]:
     refused = state.refused(token)
     behind.sort(key=lambda a: (a not in refused,) + _rank(_reported(a, config), token), reverse=True)
     wait = config.policy == "wait" and config.wait_ms > 0
+    if wait and behind:
+        # a wait already due on a connection (this read was routed once
+        # before: Django asks for a queryset's database more than once)
+        for alias in behind:
+            due = _watch(alias).pending
+            if due is not None and due.covers(token):
+                return alias
+        alias = behind[0]
+        conn = connections[alias]
+        if not conn.in_atomic_block and conn.get_autocommit():
+            # The read is executed right after this decision, on this
+            # thread's connection: the wrapper sends the wait with it.
+            _watch(alias).pending = token
+            state.count("waits_deferred")
+            return alias
     for alias in behind:
         outcome = _ask(alias, token, config)
         if outcome == "reached":
@@ -168,12 +207,13 @@ class ReadYourWritesRouter:
 # -- follower connections ------------------------------------------------------
 
 class _FollowerWatch:
-    __slots__ = ("raw", "opened_at", "proven", "__weakref__")
+    __slots__ = ("raw", "opened_at", "proven", "pending", "__weakref__")
 
     def __init__(self) -> None:
         self.raw: Any = None
         self.opened_at = 0.0
         self.proven: Optional[Token] = None  # a check on this very connection said so
+        self.pending: Optional[Token] = None  # the next read must first wait for this
 
 
 _watches: "weakref.WeakKeyDictionary[Any, _FollowerWatch]" = weakref.WeakKeyDictionary()
@@ -188,6 +228,8 @@ def _watch(alias: str) -> _FollowerWatch:
     raw = drivers.raw_connection(conn)
     if raw is not w.raw:  # another server, perhaps: nothing is known of it
         w.raw, w.opened_at, w.proven = raw, time.monotonic(), None
+        # a wait due on a closed connection is still due: the read has
+        # not run, and a new connection knows nothing more
     return w
 
 
@@ -227,6 +269,8 @@ def _usable(config: Any) -> List[str]:
         if lagging:
             if _connect_first([alias], config) is None:
                 continue
+            me = (threading.get_ident(), alias)
+            _probing.add(me)
             try:
                 with connections[alias].cursor() as cur:
                     cur.execute("SELECT distributed.replay_position()")
@@ -234,7 +278,10 @@ def _usable(config: Any) -> List[str]:
             except DatabaseError as e:
                 state.mark_down(alias, e, config.cooldown_seconds)
                 continue
+            finally:
+                _probing.discard(me)
             state.count("lag_probes")
+            state.count("extra_round_trips")
             if state.lagging(alias, config.max_lag_seconds, config.max_lag_bytes):
                 continue
         usable.append(alias)
@@ -272,8 +319,6 @@ def _ask(alias: str, token: Token, config: Any) -> str:
 
     A wait uses the procedure, which holds no snapshot while it sleeps (a
     held snapshot can make replay wait for it: a recovery conflict)."""
-    import threading
-
     conn = connections[alias]
     wait = config.policy == "wait" and config.wait_ms > 0
     me = (threading.get_ident(), alias)
@@ -306,6 +351,12 @@ def _ask(alias: str, token: Token, config: Any) -> str:
         return "failed"
     finally:
         _probing.discard(me)
+        state.count("extra_round_trips")
+    return _answered(alias, token, config, answer, wait)
+
+
+def _answered(alias: str, token: Token, config: Any, answer: str, wait: bool) -> str:
+    """Learn from a follower's answer to a check or a wait for token."""
     if answer in ("promoted", "not_in_recovery"):
         state.mark_down(alias, RuntimeError("%s is not in recovery" % alias), config.cooldown_seconds)
     state.count("waits" if wait else "checks")
@@ -317,6 +368,8 @@ def _ask(alias: str, token: Token, config: Any) -> str:
         state.saw_follower_at(alias, token)
         return "reached"
     state.count("wait_" + answer if wait else "checks_unsafe")
+    if answer != "failed":
+        state.refuse(token, alias)
     return answer
 
 
@@ -329,27 +382,92 @@ class _FollowerWrapper:
         self.alias = alias
 
     def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        import threading
+        conn = context["connection"]
+        w = _watches.get(conn)
+        probing = (threading.get_ident(), self.alias) in _probing
+        if w is not None and w.pending is not None and not probing:
+            token, w.pending = w.pending, None
+            config = get_config()
+            pos = _reported(self.alias, config)
+            if pos is None or not pos.covers(token):
+                return self._wait_then_read(token, config, execute, sql, params, many, context)
+        return self._read(execute, sql, params, many, context)
 
+    def _wait_then_read(self, token: Token, config: Any, execute: Any, sql: str, params: Any,
+                        many: bool, context: Any) -> Any:
+        """route_read chose this follower on condition that it first waits
+        for token: in the read's own round trip where the driver allows,
+        else by a question first.  A follower that does not catch up in
+        time hands the read to the leader: never a stale read."""
+        conn = context["connection"]
+        form = drivers.combined_form(conn, context, many)
+        if form is None:
+            return self._wait_separately(token, config, execute, sql, params, many, context)
+        state.count("waits_combined")
+        try:
+            result = drivers.execute_after_wait(form, execute, context, str(token), config.wait_ms, sql, params)
+        except DatabaseError as e:
+            answer = drivers.wait_refused(e)
+            if answer is None and drivers.sqlstate(e) == drivers.SNAPSHOT_HELD:
+                # a snapshot is held after all: wait() can wait under it
+                return self._wait_separately(token, config, execute, sql, params, many, context)
+            if answer is None:
+                return self._failed(e, sql, params, many, context)
+            # the wait's answer: this follower is not there yet (or never
+            # will be); the leader has the write
+            self._saw(conn)
+            _answered(self.alias, token, config, answer, True)
+            state.count("fallback_leader")
+            state.count("extra_round_trips")
+            return _move(context, sql, params, many)
+        _answered(self.alias, token, config, "reached", True)
+        self._saw(conn)  # after: the reply's own report is the newer, and at least the token
+        return result
+
+    def _wait_separately(self, token: Token, config: Any, execute: Any, sql: str, params: Any,
+                         many: bool, context: Any) -> Any:
+        """Where the wait cannot go with the read (executemany, a
+        server-side cursor, a transaction): ask first, then read."""
+        conn = context["connection"]
+        state.count("waits_separate")
+        if _ask(self.alias, token, config) == "reached":
+            return self._read(execute, sql, params, many, context)
+        if conn.in_atomic_block:
+            raise FollowerNotReady(token, [self.alias])  # a transaction stays on one database
+        state.count("fallback_leader")
+        state.count("extra_round_trips")
+        return _move(context, sql, params, many)
+
+    def _read(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         conn = context["connection"]
         try:
             result = execute(sql, params, many, context)
         except DatabaseError as e:
-            if conn.in_atomic_block or (threading.get_ident(), self.alias) in _probing:
-                raise
-            conflict = drivers.sqlstate(e) == drivers.RECOVERY_CONFLICT
-            if not conflict and not drivers.connection_lost(e, conn):
-                raise
-            config = get_config()
-            if conflict:
-                state.count("recovery_conflicts")
-            elif _watch(self.alias).opened_at >= state.follower(self.alias).down_since:
-                state.mark_down(self.alias, e, config.cooldown_seconds)
-            state.count("retried_on_leader")
-            return drivers.run_elsewhere(connections[config.leader], context, sql, params, many)
+            return self._failed(e, sql, params, many, context)
+        self._saw(conn)
+        return result
+
+    def _saw(self, conn: Any) -> None:
         state.saw_follower_at(self.alias, parse_token(
             drivers.parameter_status(drivers.raw_connection(conn), "distributed.replay_position")))
-        return result
+
+    def _failed(self, e: BaseException, sql: str, params: Any, many: bool, context: Any) -> Any:
+        """The follower failed the read: re-raise, or run it on the leader
+        if the follower died under an autocommit read or recovery
+        cancelled it."""
+        conn = context["connection"]
+        if conn.in_atomic_block or (threading.get_ident(), self.alias) in _probing:
+            raise e
+        conflict = drivers.sqlstate(e) == drivers.RECOVERY_CONFLICT
+        if not conflict and not drivers.connection_lost(e, conn):
+            raise e
+        config = get_config()
+        if conflict:
+            state.count("recovery_conflicts")
+        elif _watch(self.alias).opened_at >= state.follower(self.alias).down_since:
+            state.mark_down(self.alias, e, config.cooldown_seconds)
+        state.count("retried_on_leader")
+        return _move(context, sql, params, many)
 
 
 def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:

@@ -75,20 +75,21 @@ def main() -> int:
         start_site(cluster)
         import test_holes
         import test_router
+        import test_zero_rtt
 
         import base
 
-        test_router.CLUSTER = test_holes.CLUSTER = base.ClusterTestCase.cluster = cluster
+        test_router.CLUSTER = test_holes.CLUSTER = test_zero_rtt.CLUSTER = base.ClusterTestCase.cluster = cluster
         only = os.environ.get("ONLY")  # e.g. ONLY=Policies.test_raise, ONLY=test_holes.Hole4Threads
         passed, failed = 0, 0
         if not os.environ.get("ONLY_POOLER"):
-            for module in (test_router, test_holes):
+            for module in (test_router, test_holes, test_zero_rtt):
                 name = only
-                if only and only.split(".")[0] in ("test_router", "test_holes"):
+                if only and only.split(".")[0] in ("test_router", "test_holes", "test_zero_rtt"):
                     if only.split(".")[0] != module.__name__:
                         continue
                     name = only.split(".", 1)[1] if "." in only else None
-                elif only and module is test_holes:
+                elif only and module is not test_router:
                     continue
                 p, f = run_suite(module, name)
                 passed, failed = passed + p, failed + f

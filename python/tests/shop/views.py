@@ -10,8 +10,13 @@ from .models import Item
 
 
 def _read(pk):
+    from readyourwrites.router import reads_moved_to_leader
+
+    moved = reads_moved_to_leader()
     item = Item.objects.get(pk=pk)
-    return {"value": item.value, "db": item._state.db}
+    # a read routed to a follower may have been served by the leader
+    # (its wait timed out): the instance still names the follower
+    return {"value": item.value, "db": "default" if reads_moved_to_leader() > moved else item._state.db}
 
 
 def item_naive(request, pk, alias):
