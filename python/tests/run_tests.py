@@ -13,7 +13,10 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
+import driver  # noqa: E402
 from cluster import Cluster  # noqa: E402
+
+driver.select()  # before Django loads its backend (RYW_DRIVER)
 
 
 def start_site(cluster):
@@ -26,6 +29,7 @@ def start_site(cluster):
     from django.core.management import call_command
 
     django.setup()
+    print("environment: Python %s, %s" % (sys.version.split()[0], driver.check()), flush=True)
     call_command("migrate", database="default", verbosity=0)
     for f in cluster.followers:
         cluster.caught_up(f)
@@ -50,6 +54,7 @@ def pooler_main() -> int:
     import django
 
     django.setup()
+    print("environment: Python %s, %s" % (sys.version.split()[0], driver.check()), flush=True)
     import test_pooler
 
     import base
