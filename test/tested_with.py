@@ -55,8 +55,10 @@ def table(results_path, date):
                 cells.append("—")
         out.append("| %s | %s | %s |" % (version, source, " | ".join(cells)))
     out.append("")
+    default = [pg_info[m][0] for m in pg if "fuzz" in pg[m]]
     out.append("Django cells: the router's suite (with the pgbouncer suite) and the load workload "
-               "(zero stale reads), against PostgreSQL servers of the default major.")
+               "(zero stale reads), against servers of %s." % (
+                   "PostgreSQL %s (the default major)" % default[0] if default else "the default major"))
     out.append("")
     out.append("| Django | Python | " + " | ".join(h for _, h in DJ_VARIANTS) + " |")
     out.append("|---|---|" + "---|" * len(DJ_VARIANTS))
