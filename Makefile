@@ -16,7 +16,7 @@ OBJS = \
 DATA = $(EXTENSION)--$(EXTVERSION).sql
 PGFILEDESC = "distributed - read-your-writes on streaming-replication followers"
 
-REGRESS = setup leader follower monitor errors
+REGRESS = setup leader follower monitor errors prefix
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/test/regress.conf
 
 ISOLATION = same_key_writers different_key_writers eviction_lookups wait_race

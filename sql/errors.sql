@@ -58,8 +58,7 @@ SELECT distributed.record('k', '9:0/1');
 SET distributed.last_commit = '1:0/1';
 SET distributed.replay_position = '1:0/1';
 SET distributed.max_sessions = 10;
--- unknown settings under the reserved prefix
-SET distributed.no_such_setting = 1;
+-- unknown settings under the reserved prefix: see prefix.sql
 -- the procedure in a REPEATABLE READ transaction that took its snapshot: 25001
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT 1 AS snapshot_taken;

@@ -1,11 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * compat.h
- *		Small wrappers over what differs between PostgreSQL 13 and 18.
+ *		Small wrappers over what differs between PostgreSQL 14 and 18.
  *
  * Everything version-dependent lives here, so the rest of the code reads as
- * if written for one server version.  Only PostgreSQL 15 is built and tested
- * in this repository's CI; the other branches follow the server headers.
+ * if written for one server version.  test/check.sh builds and tests every
+ * major from 14 to 18; PostgreSQL 13 is out of support and not built.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,8 +21,8 @@
 #include "utils/snapmgr.h"
 #include "utils/wait_event.h"
 
-#if PG_VERSION_NUM < 130000
-#error "distributed requires PostgreSQL 13 or later"
+#if PG_VERSION_NUM < 140000
+#error "distributed requires PostgreSQL 14 or later"
 #endif
 
 #if PG_VERSION_NUM >= 150000
@@ -104,11 +104,6 @@ DistHoldsSnapshot(void)
 		TransactionIdIsValid(MyProc->xmin);
 #endif
 }
-
-/* Before PostgreSQL 14, dynahash chose the string hash by default. */
-#ifndef HASH_STRINGS
-#define HASH_STRINGS 0
-#endif
 
 /* Reserve the "distributed." prefix for this module's settings. */
 #if PG_VERSION_NUM < 150000

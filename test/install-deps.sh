@@ -10,6 +10,7 @@ PACKAGES=(
     python3-psycopg2 python3-psycopg
     python3-django python3-celery
     pgbouncer
+    patchelf
 )
 
 if [ "$(id -u)" -ne 0 ]; then

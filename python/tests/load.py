@@ -40,11 +40,19 @@ def run(label, naive=False, **policy):
     with override_settings(READYOURWRITES=conf):
         reset_config()
         state.reset()
-        totals = {"reads": 0, "stale": 0, "writes": 0, "by_db": {}}
+        totals = {"reads": 0, "stale": 0, "writes": 0, "by_db": {}, "errors": []}
         lock = threading.Lock()
         followers = conf["FOLLOWERS"]
 
         def user(n):
+            try:
+                user_rounds(n)
+            except BaseException as e:  # a failed user fails the run
+                with lock:
+                    totals["errors"].append("user %d: %r" % (n, e))
+                raise
+
+        def user_rounds(n):
             client = Client()
             pk = 100000 + n
             for value in range(1, ROUNDS + 1):
@@ -135,7 +143,15 @@ def main():
               "(ideal: 100%, every read can be served by the streaming follower)")
         router_stale = sum(r[1]["stale"] for r in results[1:])
         print("stale reads with the router: %d" % router_stale)
-        return 0 if router_stale == 0 else 1
+        # every simulated user must have finished every round
+        incomplete = 0
+        for label, totals, counts, elapsed in results:
+            for e in totals["errors"]:
+                print("error in %s: %s" % (label, e))
+            if totals["reads"] != USERS * ROUNDS * READS or totals["errors"]:
+                incomplete += 1
+                print("incomplete run %s: %d of %d reads" % (label, totals["reads"], USERS * ROUNDS * READS))
+        return 0 if router_stale == 0 and incomplete == 0 else 1
     finally:
         cluster.stop()
 

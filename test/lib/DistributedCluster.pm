@@ -48,11 +48,15 @@ my $backup_seq = 0;
 
 =over
 
-=item create_leader($name, preload => 1, conf => '...', extension => 1)
+=item create_leader($name, preload => 1, conf => '...', extension => 1, checksums => 1)
 
 A primary that allows streaming, with shared_preload_libraries =
 'distributed' (unless preload => 0), the extra postgresql.conf lines in conf,
 started, with CREATE EXTENSION distributed done (unless extension => 0).
+checksums => 0 initializes it without data checksums where initdb would
+otherwise enable them (PostgreSQL 18 and later); with checksums every first
+hint-bit change to a page after a checkpoint writes a full-page image to
+the WAL, whatever wal_log_hints says.
 
 =cut
 
@@ -62,7 +66,12 @@ sub create_leader
 	my $preload = $opts{preload} // 1;
 
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(allows_streaming => 1);
+	my @extra;
+	# initdb enables data checksums by default from 18 on, and only
+	# accepts --no-data-checksums from then on
+	push @extra, '--no-data-checksums'
+	  if !($opts{checksums} // 1) && $node->pg_version >= 18;
+	$node->init(allows_streaming => 1, extra => \@extra);
 	$node->append_conf('postgresql.conf',
 		"shared_preload_libraries = 'distributed'") if $preload;
 	$node->append_conf('postgresql.conf', $opts{conf}) if defined $opts{conf};

@@ -23,13 +23,14 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use DistributedCluster;
 
-# wal_log_hints off: reads write no hint-bit full-page images, so the
+# wal_log_hints off and no data checksums (on by default from
+# PostgreSQL 18): reads write no hint-bit full-page images, so the
 # leader's WAL grows after the restart by little more than the
 # end-of-recovery checkpoint (page pruning may still log a page or two).
 # wal_buffers and shared_buffers large enough for the lost transaction,
 # so that no backend has to write its WAL out to make room (writing out a
 # dirty data page first flushes the WAL up to that page's position).
-my ($leader, $f) = create_cluster('crash', followers => 1,
+my ($leader, $f) = create_cluster('crash', followers => 1, checksums => 0,
 	conf => "autovacuum = off\nbgwriter_lru_maxpages = 0\nwal_log_hints = off\n"
 	  . "wal_buffers = 1MB\nshared_buffers = 16MB");
 $leader->safe_psql('postgres',

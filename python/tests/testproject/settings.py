@@ -45,12 +45,34 @@ DATABASES = {"default": _db(_ports[0])}
 for _i, _port in enumerate(_ports[1:], start=1):
     DATABASES["replica%d" % _i] = _db(_port)
 
+# The matrix cell (test/check.sh): which driver (RYW_DRIVER, chosen before
+# Django loads its backend, see tests/driver.py) and, with psycopg 3,
+# server-side binding (RYW_SERVER_SIDE_BINDING=1) and Django 5.1+'s
+# connection pool (RYW_POOL=1; a pool cannot be combined with persistent
+# connections, so CONN_MAX_AGE is 0 there).
+_ssb = os.environ.get("RYW_SERVER_SIDE_BINDING") == "1"
+_pool = os.environ.get("RYW_POOL") == "1"
+for _d in DATABASES.values():
+    _d["OPTIONS"] = {}
+    if _ssb:
+        _d["OPTIONS"]["server_side_binding"] = True
+    if _pool:
+        # Django's test client keeps a thread's connections across requests
+        # (it does not close them at request end), so the load's 8 user
+        # threads hold 8 per alias at once
+        _d["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 16, "timeout": 30}
+        _d["CONN_MAX_AGE"] = 0
+
 # Behind pgbouncer in transaction mode (RYW_PGBOUNCER="socketdir:port")
 _bouncer = os.environ.get("RYW_PGBOUNCER")
 if _bouncer:
     _dir, _bport = _bouncer.rsplit(":", 1)
     for _alias, _name in zip(DATABASES, ["app_leader"] + ["app_follower%d" % i for i in range(1, len(_ports))]):
         DATABASES[_alias].update(HOST=_dir, PORT=_bport, NAME=_name, DISABLE_SERVER_SIDE_CURSORS=True)
+        if _ssb:
+            # psycopg 3 prepares a statement by name from its fifth run;
+            # named prepared statements do not survive transaction pooling
+            DATABASES[_alias]["OPTIONS"]["prepare_threshold"] = None
 
 DATABASE_ROUTERS = ["readyourwrites.ReadYourWritesRouter"]
 READYOURWRITES = {
