@@ -11,8 +11,9 @@
 #      (callgrind): the backend of a one-client pgbench run of N1 and of N2
 #      transactions (same random seed), per transaction = the difference of
 #      their instruction totals / (N2 - N1), so connection set-up and the
-#      first statements' planning cancel out.  Deterministic to a few
-#      instructions.  (perf stat -e instructions would do the same, but a
+#      first statements' planning cancel out.  Every run (here and in 2.)
+#      starts from the same copy of the data directory.  Deterministic to
+#      within a few hundred instructions.  (perf stat -e instructions would do the same, but a
 #      VM without a PMU, like this one, has no hardware counters.)
 #   2. Interleaved pgbench runs, ROUNDS pairs of SECONDS each (order
 #      alternating within a pair), leader restarted with and without the
@@ -82,9 +83,18 @@ autovacuum = off
 synchronous_commit = off
 CONF
 
+# Every run starts from the same copy of the data directory: pgbench's
+# updates leave dead tuples behind (autovacuum is off), and a later run on
+# a more bloated table would cost more, with or without the library.
+restore() {
+    [ -d "$WORK/pristine" ] || return 0
+    rm -rf "$DATA"
+    cp -a "$WORK/pristine" "$DATA"
+}
 start() {  # start "with"|"without" [valgrind]
     local libs=distributed
     [ "$1" = with ] || libs=
+    restore
     if [ "${2:-}" = valgrind ]; then
         as_pg env -C "$WORK" valgrind --quiet --tool=callgrind --cache-sim=no \
             --callgrind-out-file="$WORK/cg.$1.%p" \
@@ -108,7 +118,9 @@ stop() {
 start with
 as_pg "$PGBIN/psql" -XAtq "${CONN[@]}" -c 'CREATE EXTENSION distributed'
 as_pg "$PGBIN/pgbench" -i -q -s "$SCALE" "${CONN[@]}" >/dev/null 2>&1
+as_pg "$PGBIN/psql" -XAtq "${CONN[@]}" -c 'VACUUM ANALYZE' -c 'CHECKPOINT'
 stop
+cp -a "$DATA" "$WORK/pristine"
 
 # --------------------------------------------------------------------------
 # 1. Instructions per transaction (callgrind)
@@ -121,6 +133,10 @@ settle() {  # wait until no process has written a profile for 2 s
 }
 backend_ir() {  # backend_ir with|without N -> instructions of that run's backend
     local before new
+    start "$1" valgrind
+    # warm the buffer cache and catalogs outside the measured backend
+    PGOPTIONS="-c distributed.session_key=$KEY" \
+        as_pg "$PGBIN/pgbench" -n -M prepared -c 1 -t 50 --random-seed=7 "${CONN[@]}" >/dev/null 2>&1
     settle "$1"
     before=$(cg_files "$1")
     PGOPTIONS="-c distributed.session_key=$KEY" \
@@ -135,21 +151,17 @@ backend_ir() {  # backend_ir with|without N -> instructions of that run's backen
     for f in $new; do
         awk '/^(summary|totals):/ { print $2; exit }' "$WORK/$f"
     done | sort -g | tail -1
+    stop
+    wait
 }
 
 declare -A IR
 for mode in without with; do
     log "callgrind: leader $mode the library"
-    start "$mode" valgrind
-    # warm the buffer cache and catalogs outside the measured backends
-    PGOPTIONS="-c distributed.session_key=$KEY" \
-        as_pg "$PGBIN/pgbench" -n -M prepared -c 1 -t 50 "${CONN[@]}" >/dev/null 2>&1
     a=$(backend_ir "$mode" "$N1")
     b=$(backend_ir "$mode" "$N2")
     IR[$mode]=$(awk -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" 'BEGIN { printf "%.0f", (b - a) / (n2 - n1) }')
     log "  $mode: $a instructions for $N1 transactions, $b for $N2: ${IR[$mode]} per transaction"
-    stop
-    wait
 done
 IR_PCT=$(awk -v a="${IR[without]}" -v b="${IR[with]}" 'BEGIN { printf "%+.2f", (b - a) * 100 / a }')
 

@@ -425,11 +425,15 @@ DistCheckKey(const char *key, int len)
  * by every database of the server, whatever its encoding: a key is read
  * back in all of them, so only bytes that mean the same in all are taken.
  */
+#define DIST_KEY_FIRST_CHAR	0x20	/* space */
+#define DIST_KEY_LAST_CHAR	0x7e	/* tilde */
+
 const char *
 DistKeyBadChar(const char *key, int len)
 {
 	for (int i = 0; i < len; i++)
-		if ((unsigned char) key[i] < 0x20 || (unsigned char) key[i] > 0x7e)
+		if ((unsigned char) key[i] < DIST_KEY_FIRST_CHAR ||
+			(unsigned char) key[i] > DIST_KEY_LAST_CHAR)
 			return key + i;
 	return NULL;
 }
