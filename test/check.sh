@@ -79,6 +79,20 @@ regress_counts() {  # regress_counts LOG RC -> "passed failed"
     echo "$p $f"
 }
 
+# One pg_regress-driven suite (regress or isolation): run it, print its test
+# lines (and the diffs when it failed), leave the counts in p and f.
+pg_suite() {  # pg_suite DIR PG_CONFIG NAME DIFFS MAKE-VARS...
+    local dir=$1 pgc=$2 name=$3 diffs=$4 log rc=0; shift 4
+    log=$dir/$name.log
+    as_user_in "$dir" make PG_CONFIG="$pgc" installcheck "$@" > "$log" 2>&1 || rc=$?
+    grep -E '^(test |[[:space:]]+)[[:alnum:]_]+ +\.\.\. |^(not )?ok [0-9]+ ' "$log" || true
+    read -r p f <<< "$(regress_counts "$log" $rc)"
+    if [ $rc -ne 0 ]; then
+        tail -20 "$log"
+        if [ -f "$diffs" ]; then cat "$diffs"; fi
+    fi
+}
+
 pg_major() {
     local major=$1 pgc dir version log p f rc
     pgc=$(pg_config_of "$major")
@@ -107,25 +121,11 @@ pg_major() {
     chown -R "$RUN_AS": "$dir"
 
     echo "-- pg_regress (temporary instance, library preloaded)"
-    log=$dir/regress.log; rc=0
-    as_user_in "$dir" make PG_CONFIG="$pgc" installcheck TAP_TESTS= ISOLATION= > "$log" 2>&1 || rc=$?
-    grep -E '^(test |[[:space:]]+)[[:alnum:]_]+ +\.\.\. |^(not )?ok [0-9]+ ' "$log" || true
-    read -r p f <<< "$(regress_counts "$log" $rc)"
-    if [ $rc -ne 0 ]; then
-        tail -20 "$log"
-        if [ -f "$dir/regression.diffs" ]; then cat "$dir/regression.diffs"; fi
-    fi
+    pg_suite "$dir" "$pgc" regress "$dir/regression.diffs" TAP_TESTS= ISOLATION=
     count $p $f; result "pg|$major|$version|$source|regress|$p|$f"
 
     echo "-- isolation specs"
-    log=$dir/isolation.log; rc=0
-    as_user_in "$dir" make PG_CONFIG="$pgc" installcheck TAP_TESTS= REGRESS= > "$log" 2>&1 || rc=$?
-    grep -E '^(test |[[:space:]]+)[[:alnum:]_]+ +\.\.\. |^(not )?ok [0-9]+ ' "$log" || true
-    read -r p f <<< "$(regress_counts "$log" $rc)"
-    if [ $rc -ne 0 ]; then
-        tail -20 "$log"
-        if [ -f "$dir/output_iso/regression.diffs" ]; then cat "$dir/output_iso/regression.diffs"; fi
-    fi
+    pg_suite "$dir" "$pgc" isolation "$dir/output_iso/regression.diffs" TAP_TESTS= REGRESS=
     count $p $f; result "pg|$major|$version|$source|isolation|$p|$f"
 
     echo "-- TAP (leader and followers)"
@@ -147,6 +147,18 @@ pg_major() {
     stage_end
 }
 
+# A suite that prints "NAME: N passed, M failed" last: "N M found", or
+# "0 1 none" when it died before printing it.
+summary_counts() {  # summary_counts NAME LOG -> "passed failed found|none"
+    local line
+    line=$(grep -E "^$1: [0-9]+ passed, [0-9]+ failed" "$2" | tail -1 || true)
+    if [ -n "$line" ]; then
+        echo "$line" | sed -E 's/^[^:]+: ([0-9]+) passed, ([0-9]+) failed.*/\1 \2 found/'
+    else
+        echo "0 1 none"
+    fi
+}
+
 default_extras() {  # fuzz and the benchmark smoke run, on the default major
     local dir=$SCRATCH/pg$PG_DEFAULT p f summary
     local version
@@ -162,13 +174,7 @@ default_extras() {  # fuzz and the benchmark smoke run, on the default major
     stage_start "benchmark smoke run (distbench: every strategy, 50 ms apply delay; PostgreSQL $PG_DEFAULT)"
     (cd "$dir" && PG_CONFIG=$(pg_config_of "$PG_DEFAULT") bash bench/smoke.sh) > "$dir/bench.log" 2>&1 || true
     grep -E '^(ok|not ok) ' "$dir/bench.log" || tail -30 "$dir/bench.log"
-    summary=$(grep -E '^bench: [0-9]+ passed, [0-9]+ failed' "$dir/bench.log" | tail -1 || true)
-    if [ -n "$summary" ]; then
-        p=$(echo "$summary" | sed -E 's/bench: ([0-9]+) passed.*/\1/')
-        f=$(echo "$summary" | sed -E 's/.* ([0-9]+) failed.*/\1/')
-    else
-        p=0; f=1
-    fi
+    read -r p f summary <<< "$(summary_counts bench "$dir/bench.log")"
     count $p $f; result "pg|$PG_DEFAULT|$version|Debian 12 package|bench|$p|$f"
     stage_end
 }
@@ -193,17 +199,11 @@ django_cell() {  # django_cell LINE VARIANT PYTHON ENV...
     grep -E '^environment:|\.\.\. (FAIL|ERROR|skipped)|^Ran |^(OK|FAILED)|^(django|pooler):' "$log" || true
     env_line=$(grep -m1 '^environment:' "$log" | sed 's/^environment: //' || true)
     local summary
-    summary=$(grep -E '^django: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1 || true)
-    if [ -n "$summary" ]; then
-        p=$(echo "$summary" | sed -E 's/django: ([0-9]+) passed.*/\1/')
-        f=$(echo "$summary" | sed -E 's/.* ([0-9]+) failed.*/\1/')
-    else
-        p=0; f=1
-    fi
+    read -r p f summary <<< "$(summary_counts django "$log")"
     if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
     if [ "$f" -ne 0 ]; then
         grep -B2 -A40 -E '^(ERROR|FAIL):' "$log" | head -150 || true
-        if [ -z "$summary" ]; then tail -40 "$log"; fi
+        if [ "$summary" = none ]; then tail -40 "$log"; fi
     fi
     count $p $f
     echo "-- Django $line, $variant: the site under load (zero stale reads with the router)"
