@@ -44,8 +44,17 @@ def _unsign_cookie(value, max_age=None):
 
     request = HttpRequest()
     request.COOKIES["readyourwrites"] = value
-    return readyourwrites.parse_token(request.get_signed_cookie("readyourwrites", salt="readyourwrites",
-                                                                max_age=max_age))
+    value = request.get_signed_cookie("readyourwrites", salt="readyourwrites", max_age=max_age)
+    return readyourwrites.parse_token(value.rpartition("|")[2])  # "<browser key>|<token>"
+
+
+def _cookie_key(value):
+    """The browser's key in a token cookie "<key>|<token>"."""
+    from django.http import HttpRequest
+
+    request = HttpRequest()
+    request.COOKIES["readyourwrites"] = value
+    return request.get_signed_cookie("readyourwrites", salt="readyourwrites").rpartition("|")[0]
 
 
 def _clear_hashes():
@@ -352,6 +361,54 @@ class Hole3CookieStore(HoleTestCase):
             if "readyourwrites" in r.cookies:
                 now = _unsign_cookie(r.cookies["readyourwrites"].value)
                 self.assertGreaterEqual(now, higher, "the response lowered the cookie")
+
+    def test_concurrent_requests_of_one_browser_never_lower_what_the_next_sees(self):
+        """Two requests of one browser, both writing, came with the same
+        cookie: B writes first (the lower token), A writes later and
+        answers first, B answers last, so the browser keeps B's cookie,
+        the lower one.  The next request must still see A's write, which
+        the followers (replay paused after B's write) lack."""
+        from shop import views_holes
+
+        with settings_with(TOKEN_STORE="cookie"):
+            reset_config()
+            browser = Client()
+            self.write(browser, 1)
+            came_with = browser.cookies["readyourwrites"].value
+            # a browser's first write is recorded under the key it is given
+            self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)",
+                                            (hash_key(_cookie_key(came_with)),)),
+                             str(_unsign_cookie(came_with)))
+            gate = "lowering-%d" % self.pk
+            written, release = views_holes.GATES[gate] = (threading.Event(), threading.Event())
+            answers = {}
+
+            def post(name, path):
+                client = Client()
+                client.cookies["readyourwrites"] = came_with
+                try:
+                    answers[name] = client.post(path)
+                finally:
+                    connections.close_all()
+
+            b = threading.Thread(target=post, args=("B", "/holes/write-then-hold/%d/2/%s/" % (self.pk, gate)))
+            b.start()
+            try:
+                self.assertTrue(written.wait(60), "B did not write")
+                for f in self.cluster.followers:
+                    self.cluster.caught_up(f)  # B's write is replayed ...
+                    f.pause()  # ... A's will not be
+                post("A", "/holes/raw-write/%d/3/" % self.pk)
+            finally:
+                release.set()
+                b.join()
+                del views_holes.GATES[gate]
+            self.assertEqual([answers[n].status_code for n in "AB"], [200, 200])
+            low = _unsign_cookie(answers["B"].cookies["readyourwrites"].value)
+            high = _unsign_cookie(answers["A"].cookies["readyourwrites"].value)
+            self.assertLess(low, high, "the later answer (B) must carry the lower token")
+            browser.cookies["readyourwrites"] = answers["B"].cookies["readyourwrites"].value  # the last set wins
+            self.assertEqual(self.read(browser), {"value": 3, "db": "default"}, "read around A's write")
 
     def test_an_old_cookie_is_ignored(self):
 
