@@ -589,6 +589,49 @@ class Hole8Celery(HoleTestCase):
             self.assertNotIn(hash_key(raw_key), message)
 
 
+@skipUnless(django.VERSION >= (6, 0), "Django's task framework (django.tasks) is new in 6.0")
+class Hole8DjangoTasks(HoleTestCase):
+    """readyourwrites.tasks.task with a backend whose worker is a process
+    of its own (django-tasks-db's DatabaseBackend and db_worker)."""
+
+    def setUp(self):
+        import importlib.util
+
+        if not importlib.util.find_spec("django_tasks_db"):
+            self.skipTest("django-tasks-db (a task backend with a worker process) is not installed")
+        super().setUp()
+
+    def test_task_run_by_a_worker_sees_what_the_enqueuing_request_wrote(self):
+        import subprocess
+        import sys
+
+        from django.tasks import default_task_backend
+        from django_tasks_db.models import DBTaskResult
+
+        self.pause_all()
+        client = Client()
+        self.write(client, 12)
+        raw_key = client.cookies["sessionid"].value
+        r = client.post("/holes/write-and-enqueue/%d/13/" % self.pk)
+        self.assertEqual(r.status_code, 200)
+        ids = r.json()["results"]
+        worker = subprocess.run(
+            [sys.executable, "-c", "import django; django.setup(); from django.core.management import call_command; "
+             "call_command('db_worker', batch=True, startup_delay=False, interval=0.1)"],
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        self.assertEqual(worker.returncode, 0, worker.stdout)
+        results = [default_task_backend.get_result(i) for i in ids]
+        self.assertEqual([str(t.status) for t in results], ["SUCCESSFUL"] * 3, worker.stdout)
+        self.assertEqual([t.return_value[0] for t in results], [13] * 3,
+                         "a task read around the write of the request that enqueued it")
+        for row in DBTaskResult.objects.filter(id__in=ids):
+            stored = json.dumps(row.args_kwargs)
+            self.assertIn("readyourwrites_token", stored)
+            self.assertNotIn(raw_key, stored, "a raw session key went into the task queue")
+            self.assertNotIn(hash_key(raw_key), stored)
+
+
 # -- failures and operations ---------------------------------------------------------
 
 class Operations(HoleTestCase):

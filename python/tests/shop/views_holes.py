@@ -103,3 +103,15 @@ def write_then_hold(request, pk, value, gate):
     if not release.wait(60):
         return HttpResponse("the test never released the gate", status=500)
     return JsonResponse({"written": value})
+
+
+@csrf_exempt
+def write_and_enqueue(request, pk, value):
+    """Write, then enqueue three tasks (Django's task framework) that read
+    what was written."""
+    from .tasks import read_item
+
+    if not request.session.session_key:
+        request.session.save()
+    _write(pk, value)
+    return JsonResponse({"results": [read_item.enqueue(pk).id for _ in range(3)]})
