@@ -64,6 +64,7 @@ class RoutingContext:
     fixed_keys: Optional[Tuple[str, ...]] = None  # already hashed, current first
     token: Optional[Token] = None  # at least this must be visible
     cookie: Optional[Token] = None  # what the request's token cookie said
+    browser_key: Optional[str] = None  # TOKEN_STORE "cookie": the browser's random key (raw)
     own: Optional[Token] = None  # the highest commit of the context's own
     keys_written: Dict[str, Token] = field(default_factory=dict)  # key in force -> highest own commit under it
     keys_looked_up: Dict[str, Optional[Token]] = field(default_factory=dict)
@@ -71,21 +72,37 @@ class RoutingContext:
     routed_write: bool = False  # db_for_write was asked
     leader_depth: int = 0
     follower_depth: int = 0
-    _in_key: bool = False
+    _resolving: Set[int] = field(default_factory=set, repr=False)  # threads finding the key now
     _lock: Any = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def _in_key(self) -> bool:
+        """Is this thread finding the context's key (in the key function)?"""
+        return threading.get_ident() in self._resolving
 
     def keys(self) -> Tuple[str, ...]:
         """The hashed session key (and its fallback hashes), computed when
-        asked: a login changes it."""
+        asked: a login changes it.
+
+        What the key function reads (SESSION_KEY "user" loads the session
+        and the user) cannot honour the key it is finding: those reads go
+        to the leader, or a follower that lacks the login's session would
+        log the user out.  Only the thread finding the key is affected (a
+        context carried into other threads is shared)."""
         if self.fixed_keys is not None:
             return self.fixed_keys
         if self.key_function is None or self.request is None or self._in_key:
-            return ()  # re-entered: resolving the key itself read the database
-        self._in_key = True
+            return ()  # re-entered: finding the key itself read the database
+        me = threading.get_ident()
+        with self._lock:
+            self._resolving.add(me)
+            self.leader_depth += 1
         try:
             raw = self.key_function(self.request)
         finally:
-            self._in_key = False
+            with self._lock:
+                self._resolving.discard(me)
+                self.leader_depth -= 1
         return hash_keys(str(raw)) if raw else ()
 
     def key(self) -> Optional[str]:

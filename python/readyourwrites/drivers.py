@@ -7,8 +7,11 @@ changes a value, so reading one costs no round trip.
 """
 from typing import Any, Optional
 
+import threading
+
 __all__ = ["parameter_status", "raw_connection", "raw_closed", "sqlstate", "connection_lost",
-           "run_elsewhere", "WAIT_ANSWERS", "combined_form", "execute_after_wait", "wait_refused"]
+           "run_elsewhere", "WAIT_ANSWERS", "combined_form", "execute_after_wait", "wait_refused",
+           "discard_connection", "renew_pool"]
 
 # What CALL distributed.wait_for() reports, by SQLSTATE (design invariant 8).
 # The one table to change when the extension's codes change.
@@ -55,6 +58,57 @@ def raw_closed(django_connection: Any) -> bool:
     """Does the driver say the connection is closed or broken?"""
     raw = raw_connection(django_connection)
     return raw is not None and bool(getattr(raw, "closed", False) or getattr(raw, "broken", False))
+
+
+def _pool(django_connection: Any) -> Any:
+    """Django's connection pool behind an alias (5.1+, psycopg 3,
+    OPTIONS["pool"]), or None."""
+    try:
+        return getattr(django_connection, "pool", None)
+    except Exception:  # pool options given to a driver without pools
+        return None
+
+
+def discard_connection(django_connection: Any) -> None:
+    """Close a Django connection for good.  Closing one taken from Django's
+    pool only hands it back to the pool, which lends it again (to this
+    thread or another): a connection to a server that has since restarted
+    would fail once more for each borrower.  Closed by the driver first, the
+    pool drops it and opens another."""
+    raw = raw_connection(django_connection)
+    if raw is not None and _pool(django_connection) is not None:
+        try:
+            raw.close()
+        except Exception:
+            pass
+    django_connection.close()
+
+
+_renewed: "dict[int, float]" = {}  # id(pool) -> the failure it was renewed after
+_renew_lock = threading.Lock()
+
+
+def renew_pool(django_connection: Any, failed_at: float) -> None:
+    """After a server was seen failing (at monotonic time failed_at), every
+    connection Django's pool opened to it before may be dead: have the
+    pool replace them, once per failure, rather than lend each to a read
+    that fails and goes to the leader.  Idle ones are closed now; lent ones
+    are dropped when they come back."""
+    pool = _pool(django_connection) if failed_at >= 0 else None
+    if pool is None:
+        return
+    with _renew_lock:
+        if _renewed.get(id(pool), -1.0) >= failed_at:
+            return
+        _renewed[id(pool)] = failed_at
+    try:
+        drain = getattr(pool, "drain", None)  # psycopg_pool 3.2.2+
+        if drain is not None:
+            drain()
+        else:
+            pool.check()  # tests each idle connection, replaces the broken ones
+    except Exception:
+        pass  # a closed pool: the next borrow opens a new one
 
 
 def sqlstate(error: BaseException) -> Optional[str]:

@@ -187,17 +187,17 @@ def needed_token(ctx: Optional[RoutingContext]) -> Optional[Token]:
         token = _own_token_asked(config)
         if token is not None:
             ctx.committed(token, None)
-    if config.token_store == "leader":
-        keys = [k for k in ctx.keys() if k not in ctx.keys_looked_up]
-        if keys:
-            row = _query("SELECT array_agg(distributed.session_token(k)::text) FROM unnest(%s::text[]) AS k",
-                         [keys])
-            found = [parse_token(t) for t in (row[0] or [])]
-            state.count("lookups")
-            for k, t in zip(keys, found):
-                ctx.keys_looked_up[k] = t
-                state.saw_leader_at(t)
-                ctx.demand(t)
+    # (with TOKEN_STORE "cookie" the keys are the browser's own key)
+    keys = [k for k in ctx.keys() if k not in ctx.keys_looked_up]
+    if keys:
+        row = _query("SELECT array_agg(distributed.session_token(k)::text) FROM unnest(%s::text[]) AS k",
+                     [keys])
+        found = [parse_token(t) for t in (row[0] or [])]
+        state.count("lookups")
+        for k, t in zip(keys, found):
+            ctx.keys_looked_up[k] = t
+            state.saw_leader_at(t)
+            ctx.demand(t)
     return ctx.token
 
 
@@ -207,9 +207,8 @@ def record_under(ctx: RoutingContext) -> None:
     recorded commit is below the context's own (a write behind a
     transaction pooler outside a transaction, a login that changed the key
     after the write), and keys named by readyourwrites.record_under()."""
-    config = get_config()
     own = ctx.own
-    if own is None or config.token_store != "leader":
+    if own is None:
         return
     keys = set(ctx.also_record)
     final = ctx.key()

@@ -6,12 +6,13 @@ the context and is recorded under the session's key.  A streaming body,
 sync or async, is produced inside the request's context too.
 """
 import asyncio
-from typing import Any, Callable, Iterator
+import secrets
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 from django.core import signing
 
 from .conf import get_config
-from .context import RoutingContext, activate
+from .context import RoutingContext, activate, hash_key, hash_keys
 from .leader import finish_context, observe
 from .tokens import Token, parse_token
 
@@ -29,12 +30,18 @@ __all__ = ["ReadYourWritesMiddleware"]
 _COOKIE_SALT = "readyourwrites"
 
 
-def _cookie_token(request: Any, config: Any) -> Any:
+def _read_cookie(request: Any, config: Any) -> Tuple[Optional[str], Optional[Token]]:
+    """The browser's key and token from the signed cookie "<key>|<token>"
+    (a cookie of version 0.2.0 holds the token alone)."""
     try:
-        return parse_token(request.get_signed_cookie(config.cookie_name, default=None, salt=_COOKIE_SALT,
-                                                     max_age=config.cookie_max_age))
+        value = request.get_signed_cookie(config.cookie_name, default=None, salt=_COOKIE_SALT,
+                                          max_age=config.cookie_max_age)
     except (signing.BadSignature, ValueError):
-        return None  # tampered or older than COOKIE_MAX_AGE: demands nothing
+        return None, None  # tampered or older than COOKIE_MAX_AGE: demands nothing
+    if not value:
+        return None, None
+    key, _, token = value.rpartition("|")
+    return key or None, parse_token(token)
 
 
 class ReadYourWritesMiddleware:
@@ -51,7 +58,12 @@ class ReadYourWritesMiddleware:
         config = get_config()
         ctx = RoutingContext(request=request, key_function=config.key_function())
         if config.enabled and config.token_store == "cookie":
-            ctx.cookie = _cookie_token(request, config)
+            # The browser's key, not the session's: its writes are recorded
+            # under it (the leader's map keeps the highest), and a lookup
+            # finds what a concurrent request of the same browser wrote
+            # after this cookie was set.  The token is demanded at once.
+            ctx.browser_key, ctx.cookie = _read_cookie(request, config)
+            ctx.fixed_keys = hash_keys(ctx.browser_key) if ctx.browser_key else ()
             ctx.demand(ctx.cookie)
         return ctx
 
@@ -64,17 +76,31 @@ class ReadYourWritesMiddleware:
             pass
 
     def _set_cookie(self, ctx: RoutingContext, request: Any, response: Any) -> None:
-        """The highest of the cookie the request came with and its own
-        writes, only on the same timeline, so that a request that wrote
-        less than a concurrent one does not lower it across timelines."""
+        """After a write: the browser's key and the highest of the token
+        the request came with and its own writes (on the same timeline).
+
+        Two concurrent requests of one browser may still answer in any
+        order and the browser keeps the last cookie, perhaps the lower
+        token: the key is what holds.  Both requests came with it and
+        their writes are recorded under it, so the next request's lookup
+        answers the higher.  A browser without the cookie gets a new
+        random key, and the request's writes are recorded under it when
+        it ends (one query)."""
         config = get_config()
         if not config.enabled or config.token_store != "cookie" or ctx.own is None:
             return
         came: Any = getattr(ctx, "cookie", None)
         token: Token = ctx.own
-        if came is not None and came.timeline == token.timeline and came.lsn >= token.lsn:
-            return
-        response.set_signed_cookie(config.cookie_name, str(token), salt=_COOKIE_SALT,
+        higher_came = came is not None and came.timeline == token.timeline and came.lsn >= token.lsn
+        if higher_came:
+            token = came
+        key = ctx.browser_key
+        if key is None:
+            key = ctx.browser_key = secrets.token_urlsafe(18)
+            ctx.also_record.add(hash_key(key))  # by finish_context, after this
+        elif higher_came:
+            return  # the cookie stands
+        response.set_signed_cookie(config.cookie_name, "%s|%s" % (key, token), salt=_COOKIE_SALT,
                                    max_age=config.cookie_max_age, httponly=True, samesite="Lax",
                                    secure=request.is_secure())
 

@@ -295,10 +295,12 @@ def _connect_first(aliases: List[str], config: Any) -> Optional[str]:
     thread's dead connection.  A new connection that fails arms it."""
     for alias in aliases:
         conn = connections[alias]
+        failed_at = state.follower(alias).down_since
+        drivers.renew_pool(conn, failed_at)  # Django's pool: its connections predate the failure
         if conn.connection is not None:
             w = _watch(alias)
-            if drivers.raw_closed(conn) or w.opened_at < state.follower(alias).down_since:
-                conn.close()
+            if drivers.raw_closed(conn) or w.opened_at < failed_at:
+                drivers.discard_connection(conn)  # not back into a pool, to be lent again
         try:
             conn.ensure_connection()
         except DatabaseError as e:

@@ -35,36 +35,9 @@ def start_site(cluster):
         cluster.caught_up(f)
 
 
-# Tests written for Django's persistent connections that do not yet hold
-# with Django's connection pool (RYW_POOL=1): they count connections,
-# restart servers under saved connections or drive one raw connection.
-# Known gap, reported as skips in the pool cells (see issue 8's note).
-NOT_YET_WITH_POOL = {
-    "test_follower_back_lower_after_a_restart",
-    "test_follower_back_within_one_cooldown_despite_dead_saved_connections",
-    "test_status_shows_no_lag_for_an_idle_caught_up_follower",
-    "test_named_parameters_survive_the_combined_form",
-    "test_psycopg3_server_side_binding_uses_one_pipeline",
-    "test_read_in_a_follower_transaction_is_not_combined",
-    "test_server_side_cursor_waits_separately",
-    "test_the_reads_own_statement_timeout_is_not_a_missed_wait",
-}
-
-
-def _skip_under_pool(suite):
-    for test in suite:
-        if isinstance(test, unittest.TestSuite):
-            _skip_under_pool(test)
-        elif getattr(test, "_testMethodName", None) in NOT_YET_WITH_POOL:
-            setattr(test, test._testMethodName,
-                    unittest.skip("not yet with Django's connection pool")(getattr(test, test._testMethodName)))
-
-
 def run_suite(module, only=None):
     loader = unittest.defaultTestLoader
     suite = loader.loadTestsFromName(only, module) if only else loader.loadTestsFromModule(module)
-    if os.environ.get("RYW_POOL"):
-        _skip_under_pool(suite)
     result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
     failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
     # A skip (a test for a driver or Django line this environment lacks,
@@ -115,7 +88,7 @@ def main() -> int:
 
         import base
 
-        test_router.CLUSTER = test_holes.CLUSTER = test_zero_rtt.CLUSTER = base.ClusterTestCase.cluster = cluster
+        test_router.CLUSTER = test_zero_rtt.CLUSTER = base.ClusterTestCase.cluster = cluster
         only = os.environ.get("ONLY")  # e.g. ONLY=Policies.test_raise, ONLY=test_holes.Hole4Threads
         passed, failed = 0, 0
         if not os.environ.get("ONLY_POOLER"):

@@ -27,16 +27,7 @@ from readyourwrites.conf import reset_config
 from readyourwrites.state import state
 from shop.models import Item
 
-from base import ClusterTestCase
-
-CLUSTER = None  # set by run_tests.py
-ALIASES = ("replica1", "replica2")
-
-
-def settings_with(**changes):
-    merged = dict(settings.READYOURWRITES)
-    merged.update(changes)
-    return override_settings(READYOURWRITES=merged)
+from base import ALIASES, ClusterTestCase, renew_connections, settings_with
 
 
 def _sign_cookie(token):
@@ -53,8 +44,17 @@ def _unsign_cookie(value, max_age=None):
 
     request = HttpRequest()
     request.COOKIES["readyourwrites"] = value
-    return readyourwrites.parse_token(request.get_signed_cookie("readyourwrites", salt="readyourwrites",
-                                                                max_age=max_age))
+    value = request.get_signed_cookie("readyourwrites", salt="readyourwrites", max_age=max_age)
+    return readyourwrites.parse_token(value.rpartition("|")[2])  # "<browser key>|<token>"
+
+
+def _cookie_key(value):
+    """The browser's key in a token cookie "<key>|<token>"."""
+    from django.http import HttpRequest
+
+    request = HttpRequest()
+    request.COOKIES["readyourwrites"] = value
+    return request.get_signed_cookie("readyourwrites", salt="readyourwrites").rpartition("|")[0]
 
 
 def _clear_hashes():
@@ -65,16 +65,6 @@ def _clear_hashes():
 
 
 class HoleTestCase(ClusterTestCase):
-    def follower(self, alias):
-        return CLUSTER.followers[ALIASES.index(alias)]
-
-    def pause_all(self):
-        for f in CLUSTER.followers:
-            f.pause()
-
-    def on_leader(self, sql, args=()):
-        return CLUSTER.leader.sql(sql, args, "app")[0][0]
-
     def read_as(self, raw_key):
         with acting_for(raw_key):
             obj = Item.objects.get(pk=self.pk)
@@ -101,7 +91,7 @@ class Hole1ServedConnectionReports(HoleTestCase):
         super().setUp()
         from proxy import AlternatingProxy
 
-        self.proxy = AlternatingProxy(CLUSTER.dir, 5499, [(CLUSTER.dir, f.port) for f in CLUSTER.followers])
+        self.proxy = AlternatingProxy(self.cluster.dir, 5499, [(self.cluster.dir, f.port) for f in self.cluster.followers])
         settings.DATABASES["lb"] = dict(settings.DATABASES["replica1"], PORT="5499", CONN_MAX_AGE=0)
 
     def tearDown(self):
@@ -117,7 +107,7 @@ class Hole1ServedConnectionReports(HoleTestCase):
             self.follower("replica1").pause()
             with acting_for("lb-user"):
                 Item.objects.filter(pk=self.pk).update(value=51)
-            CLUSTER.caught_up(self.follower("replica2"))
+            self.cluster.caught_up(self.follower("replica2"))
             got = []
             for _ in range(6):
                 connections["lb"].close()  # CONN_MAX_AGE = 0: a new connection per request
@@ -142,10 +132,10 @@ class Hole1RestartedBehind(HoleTestCase):
             shutil.rmtree(old, ignore_errors=True)
             shutil.copytree(node.datadir, old, symlinks=True)
             node.start()
-            connections["replica1"].close()  # it died with the stop
+            renew_connections("replica1")  # its connections died with the stop
             with acting_for("restart-user"):
                 Item.objects.filter(pk=self.pk).update(value=141)
-            CLUSTER.caught_up(node)
+            self.cluster.caught_up(node)
             self.assertEqual(self.read_as("restart-user"), (141, "replica1"))  # learns its position
             node.stop("immediate")
             shutil.rmtree(node.datadir)
@@ -156,17 +146,17 @@ class Hole1RestartedBehind(HoleTestCase):
             try:
                 lacking = node.sql("SELECT value FROM shop_item WHERE id = %s", (self.pk,), "app")[0][0]
                 self.assertEqual(lacking, 0, "the restored follower already has the write")
-                connections["replica1"].close()  # CONN_MAX_AGE = 0: a new connection per request
+                renew_connections("replica1")  # a new connection (CONN_MAX_AGE = 0, or a pool's new one)
                 self.assertEqual(self.read_as("restart-user")[0], 141, "read the restarted follower's old data")
             finally:
-                connections["replica1"].close()
+                renew_connections("replica1")
                 node.stop("fast")
                 with open(os.path.join(node.datadir, "postgresql.conf")) as f:
                     conf = f.read().replace("recovery_min_apply_delay = '1d'\n", "")
                 with open(os.path.join(node.datadir, "postgresql.conf"), "w") as f:
                     f.write(conf)
                 node.start()
-                CLUSTER.caught_up(node)
+                self.cluster.caught_up(node)
 
 
 # -- 2. writes that do not pass db_for_write ---------------------------------------
@@ -206,7 +196,7 @@ class Hole2WritesAroundTheRouter(HoleTestCase):
                 self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)",
                                                 (hash_key("earlier-user"),)), left,
                                  "%s: recorded under the key an earlier request left" % style)
-                for f in CLUSTER.followers:
+                for f in self.cluster.followers:
                     f.resume()
 
     def test_django_connection_pool(self):
@@ -271,14 +261,14 @@ class Hole2SessionPooler(HoleTestCase):
         super().setUp()
         import subprocess
 
-        self.bdir = os.path.join(CLUSTER.dir, "pgbouncer-session")
+        self.bdir = os.path.join(self.cluster.dir, "pgbouncer-session")
         os.makedirs(self.bdir, exist_ok=True)
-        user = CLUSTER.leader.sql("SELECT current_user")[0][0]
+        user = self.cluster.leader.sql("SELECT current_user")[0][0]
         ini = os.path.join(self.bdir, "pgbouncer.ini")
         with open(ini, "w") as f:
             f.write("\n".join([
                 "[databases]",
-                "app_session = host=%s port=%d dbname=app pool_size=1" % (CLUSTER.dir, CLUSTER.leader.port),
+                "app_session = host=%s port=%d dbname=app pool_size=1" % (self.cluster.dir, self.cluster.leader.port),
                 "[pgbouncer]", "listen_addr =", "unix_socket_dir = %s" % self.bdir, "listen_port = 6497",
                 "auth_type = trust", "auth_file = %s" % os.path.join(self.bdir, "users.txt"),
                 "pool_mode = session", "server_reset_query =", "max_client_conn = 50",
@@ -371,6 +361,54 @@ class Hole3CookieStore(HoleTestCase):
             if "readyourwrites" in r.cookies:
                 now = _unsign_cookie(r.cookies["readyourwrites"].value)
                 self.assertGreaterEqual(now, higher, "the response lowered the cookie")
+
+    def test_concurrent_requests_of_one_browser_never_lower_what_the_next_sees(self):
+        """Two requests of one browser, both writing, came with the same
+        cookie: B writes first (the lower token), A writes later and
+        answers first, B answers last, so the browser keeps B's cookie,
+        the lower one.  The next request must still see A's write, which
+        the followers (replay paused after B's write) lack."""
+        from shop import views_holes
+
+        with settings_with(TOKEN_STORE="cookie"):
+            reset_config()
+            browser = Client()
+            self.write(browser, 1)
+            came_with = browser.cookies["readyourwrites"].value
+            # a browser's first write is recorded under the key it is given
+            self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)",
+                                            (hash_key(_cookie_key(came_with)),)),
+                             str(_unsign_cookie(came_with)))
+            gate = "lowering-%d" % self.pk
+            written, release = views_holes.GATES[gate] = (threading.Event(), threading.Event())
+            answers = {}
+
+            def post(name, path):
+                client = Client()
+                client.cookies["readyourwrites"] = came_with
+                try:
+                    answers[name] = client.post(path)
+                finally:
+                    connections.close_all()
+
+            b = threading.Thread(target=post, args=("B", "/holes/write-then-hold/%d/2/%s/" % (self.pk, gate)))
+            b.start()
+            try:
+                self.assertTrue(written.wait(60), "B did not write")
+                for f in self.cluster.followers:
+                    self.cluster.caught_up(f)  # B's write is replayed ...
+                    f.pause()  # ... A's will not be
+                post("A", "/holes/raw-write/%d/3/" % self.pk)
+            finally:
+                release.set()
+                b.join()
+                del views_holes.GATES[gate]
+            self.assertEqual([answers[n].status_code for n in "AB"], [200, 200])
+            low = _unsign_cookie(answers["B"].cookies["readyourwrites"].value)
+            high = _unsign_cookie(answers["A"].cookies["readyourwrites"].value)
+            self.assertLess(low, high, "the later answer (B) must carry the lower token")
+            browser.cookies["readyourwrites"] = answers["B"].cookies["readyourwrites"].value  # the last set wins
+            self.assertEqual(self.read(browser), {"value": 3, "db": "default"}, "read around A's write")
 
     def test_an_old_cookie_is_ignored(self):
 
@@ -493,8 +531,8 @@ class Hole7HeaderTokens(HoleTestCase):
         name = "api%d" % self.pk
         with use_leader():
             User.objects.create_user(name, password="pw")
-        for f in CLUSTER.followers:
-            CLUSTER.caught_up(f)
+        for f in self.cluster.followers:
+            self.cluster.caught_up(f)
         self.pause_all()
         with settings_with(SESSION_KEY="auth"):
             reset_config()
@@ -551,6 +589,49 @@ class Hole8Celery(HoleTestCase):
             self.assertNotIn(hash_key(raw_key), message)
 
 
+@skipUnless(django.VERSION >= (6, 0), "Django's task framework (django.tasks) is new in 6.0")
+class Hole8DjangoTasks(HoleTestCase):
+    """readyourwrites.tasks.task with a backend whose worker is a process
+    of its own (django-tasks-db's DatabaseBackend and db_worker)."""
+
+    def setUp(self):
+        import importlib.util
+
+        if not importlib.util.find_spec("django_tasks_db"):
+            self.skipTest("django-tasks-db (a task backend with a worker process) is not installed")
+        super().setUp()
+
+    def test_task_run_by_a_worker_sees_what_the_enqueuing_request_wrote(self):
+        import subprocess
+        import sys
+
+        from django.tasks import default_task_backend
+        from django_tasks_db.models import DBTaskResult
+
+        self.pause_all()
+        client = Client()
+        self.write(client, 12)
+        raw_key = client.cookies["sessionid"].value
+        r = client.post("/holes/write-and-enqueue/%d/13/" % self.pk)
+        self.assertEqual(r.status_code, 200)
+        ids = r.json()["results"]
+        worker = subprocess.run(
+            [sys.executable, "-c", "import django; django.setup(); from django.core.management import call_command; "
+             "call_command('db_worker', batch=True, startup_delay=False, interval=0.1)"],
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        self.assertEqual(worker.returncode, 0, worker.stdout)
+        results = [default_task_backend.get_result(i) for i in ids]
+        self.assertEqual([str(t.status) for t in results], ["SUCCESSFUL"] * 3, worker.stdout)
+        self.assertEqual([t.return_value[0] for t in results], [13] * 3,
+                         "a task read around the write of the request that enqueued it")
+        for row in DBTaskResult.objects.filter(id__in=ids):
+            stored = json.dumps(row.args_kwargs)
+            self.assertIn("readyourwrites_token", stored)
+            self.assertNotIn(raw_key, stored, "a raw session key went into the task queue")
+            self.assertNotIn(hash_key(raw_key), stored)
+
+
 # -- failures and operations ---------------------------------------------------------
 
 class Operations(HoleTestCase):
@@ -559,25 +640,36 @@ class Operations(HoleTestCase):
         restarted.  The first thread's failure arms the cool-down; the
         others' dead saved connections must not re-arm it."""
         victim = self.follower("replica2")
-        pools = [concurrent.futures.ThreadPoolExecutor(1) for _ in range(3)]
+        pools = [concurrent.futures.ThreadPoolExecutor(1) for _ in range(4)]
 
         def read():
             obj = Item.objects.get(pk=self.pk)
             return obj._state.db
 
+        def read_and_close():
+            try:
+                return read()
+            finally:
+                connections.close_all()
+
         try:
             with settings_with(FOLLOWERS=["replica2"], COOLDOWN_SECONDS=1):
                 reset_config()
-                for p in pools:
+                for p in pools[:3]:
                     self.assertEqual(p.submit(read).result(), "replica2")
+                # With Django's connection pool (RYW_POOL=1) a connection
+                # closed at a request's end waits in the pool, and one
+                # replaced by the router must not go back there: either
+                # would be lent to the next reader, dead.
+                self.assertEqual(pools[3].submit(read_and_close).result(), "replica2")
                 victim.stop("immediate")
                 victim.start()
-                CLUSTER.caught_up(victim)
+                self.cluster.caught_up(victim)
                 pools[0].submit(read).result()  # its saved connection is dead: the read runs on the leader
                 counts = state.snapshot()["counts"]
                 self.assertEqual((counts.get("follower_failures", 0), counts.get("retried_on_leader", 0)), (1, 1))
                 time.sleep(1.2)  # the cool-down passes (the follower is back)
-                served = [p.submit(read).result() for p in pools[1:]]
+                served = [p.submit(read).result() for p in pools[1:3]]
                 counts = state.snapshot()["counts"]
                 self.assertEqual(counts.get("follower_failures", 0), 1,
                                  "a dead saved connection re-armed the cool-down")
@@ -598,8 +690,8 @@ class Operations(HoleTestCase):
             connections["default"].close()
 
     def test_status_shows_no_lag_for_an_idle_caught_up_follower(self):
-        for f in CLUSTER.followers:
-            CLUSTER.caught_up(f)
+        for f in self.cluster.followers:
+            self.cluster.caught_up(f)
         out = io.StringIO()
         call_command("readyourwrites_status", "--json", stdout=out)
         report = json.loads(out.getvalue())
@@ -609,12 +701,17 @@ class Operations(HoleTestCase):
         # with the leader unreachable, how far a follower is behind is
         # unknown: shown as such, not as 0
         out = io.StringIO()
-        with mock.patch.dict(settings.DATABASES["default"], {"PORT": "1"}):
-            connections["default"].close()
+        unreachable = {"PORT": "1"}
+        options = settings.DATABASES["default"].get("OPTIONS") or {}
+        if options.get("pool"):  # a pool waits its timeout for a connection
+            unreachable["OPTIONS"] = dict(options, pool=dict(options["pool"], timeout=1))
+        with mock.patch.dict(settings.DATABASES["default"], unreachable):
+            renew_connections("default")  # Django's pool keeps the settings it was built with
             del connections["default"]
             try:
                 call_command("readyourwrites_status", stdout=out)
             finally:
+                renew_connections("default")
                 del connections["default"]
         text = out.getvalue()
         self.assertRegex(text, r"default +leader +ERROR")

@@ -17,18 +17,9 @@ from readyourwrites.router import reads_moved_to_leader
 from readyourwrites.state import state
 from shop.models import Item
 
-from base import ClusterTestCase
+from base import ClusterTestCase, renew_connections, settings_with
 
 CLUSTER = None  # set by run_tests.py
-
-
-def settings_with(**changes):
-    from django.conf import settings
-    from django.test import override_settings
-
-    merged = dict(settings.READYOURWRITES)
-    merged.update(changes)
-    return override_settings(READYOURWRITES=merged)
 
 
 def is_psycopg3():
@@ -75,7 +66,11 @@ class ZeroRoundTrips(ClusterTestCase):
 
     def write_behind(self, value):
         """Pause replay, then write value: the follower lacks it."""
-        Item.objects.get(pk=self.pk)  # the follower connection opens, caught up
+        # The follower connection opens and reports a position at or past
+        # everything written so far: read on it directly (routed, a read
+        # could wait first: a connection from Django's pool reports the
+        # position of its last reply, perhaps from an earlier test).
+        Item.objects.using(self.follower_alias).get(pk=self.pk)
         self.node.pause()
         Item.objects.filter(pk=self.pk).update(value=value)
 
@@ -171,8 +166,14 @@ class ZeroRoundTrips(ClusterTestCase):
                 cur.execute("SET statement_timeout = 500")
             t = self.resume_when_waited_on(delay=0)
             moved = reads_moved_to_leader()
-            with self.assertRaises(OperationalError) as raised:
-                list(Item.objects.raw("SELECT id, value FROM shop_item, pg_sleep(30) WHERE id = %s", [self.pk]))
+            try:
+                with self.assertRaises(OperationalError) as raised:
+                    list(Item.objects.raw("SELECT id, value FROM shop_item, pg_sleep(30) WHERE id = %s",
+                                          [self.pk]))
+            finally:
+                # a pooled connection keeps its settings for its next borrower
+                with connections[self.follower_alias].cursor() as cur:
+                    cur.execute("RESET statement_timeout")
             t.join()
             self.assertIn("statement timeout", str(raised.exception))
             self.assertEqual(reads_moved_to_leader(), moved)
@@ -215,7 +216,7 @@ class ZeroRoundTrips(ClusterTestCase):
             options = conn.settings_dict.setdefault("OPTIONS", {})
             options["server_side_binding"] = True
             try:
-                conn.close()
+                renew_connections(self.follower_alias)  # a pool is built from the settings once
                 with settings_with(POLICY="wait", WAIT_MS=30000, FOLLOWERS=[self.follower_alias]):
                     reset_config()
                     self.write_behind(7)
@@ -231,4 +232,4 @@ class ZeroRoundTrips(ClusterTestCase):
                     self.assertEqual(state.snapshot()["counts"].get("extra_round_trips", 0), 0)
             finally:
                 options.pop("server_side_binding", None)
-                conn.close()
+                renew_connections(self.follower_alias)

@@ -105,9 +105,13 @@ ensure_venv() {
         mkdir -p "$DIST_CACHE/venv"
         "$PYTHON" -m venv "$venv" >&2
         # psycopg2 builds from source against Debian's libpq (pg_config on PATH)
+        # Django 6+: django-tasks-db, a django.tasks backend whose worker is
+        # a process of its own (the router's task test runs it)
+        local extra=()
+        [ "${line%%.*}" -ge 6 ] && extra=(django-tasks-db)
         PIP_CACHE_DIR=$DIST_CACHE/pip "$venv/bin/python" -m pip install -q \
             --disable-pip-version-check -c "$req" \
-            "$src/python[psycopg2,psycopg,pool]" celery >&2
+            "$src/python[psycopg2,psycopg,pool]" celery "${extra[@]}" >&2
         chmod -R a+rX "$venv"
         touch "$venv/.complete"
     fi

@@ -87,3 +87,31 @@ def api_whoami(request):
     except ApiToken.DoesNotExist:
         return HttpResponse(status=401)
     return JsonResponse({"user": token.user.username, "db": token._state.db})
+
+
+# A test's gates: write_then_hold writes, says so, and answers only when
+# the test opens its gate (two requests of one browser, finishing in the
+# order the test chooses).
+GATES = {}
+
+
+@csrf_exempt
+def write_then_hold(request, pk, value, gate):
+    _write(pk, value)
+    written, release = GATES[gate]
+    written.set()
+    if not release.wait(60):
+        return HttpResponse("the test never released the gate", status=500)
+    return JsonResponse({"written": value})
+
+
+@csrf_exempt
+def write_and_enqueue(request, pk, value):
+    """Write, then enqueue three tasks (Django's task framework) that read
+    what was written."""
+    from .tasks import read_item
+
+    if not request.session.session_key:
+        request.session.save()
+    _write(pk, value)
+    return JsonResponse({"results": [read_item.enqueue(pk).id for _ in range(3)]})

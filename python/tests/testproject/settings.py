@@ -83,6 +83,22 @@ READYOURWRITES = {
     "COOLDOWN_SECONDS": 2,
     "POOLER": "transaction" if _bouncer else None,
 }
+# Django's task framework (6.0+) with a backend whose worker is a process
+# of its own: django-tasks-db (test/lib/matrix.sh installs it for 6.x).  Its
+# queue is read and locked by the worker on the leader, through an alias of
+# its own ("tasks": the same database), as a site that keeps its queue apart
+# does; the router leaves the queue's app alone (APPS names the others).
+import importlib.util  # noqa: E402
+
+import django  # noqa: E402
+
+if django.VERSION >= (6, 0) and importlib.util.find_spec("django_tasks_db"):
+    INSTALLED_APPS.append("django_tasks_db")
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    DATABASES["tasks"] = dict(DATABASES["default"], OPTIONS=dict(DATABASES["default"]["OPTIONS"]))
+    DATABASE_ROUTERS.insert(0, "testproject.routers.TaskQueueRouter")
+    READYOURWRITES["APPS"] = ["auth", "contenttypes", "sessions", "readyourwrites", "shop"]
+
 LOGGING = {
     "version": 1,
     "handlers": {"console": {"class": "logging.StreamHandler"}},

@@ -15,6 +15,8 @@ urlpatterns = [
     path("holes/raw-write/<int:pk>/<int:value>/", views_holes.raw_write),
     path("holes/raw-write-lose/<int:pk>/<int:value>/", views_holes.raw_write_then_lose_connection),
     path("holes/async-stream-read/<int:pk>/", views_holes.async_stream_read),
+    path("holes/write-then-hold/<int:pk>/<int:value>/<str:gate>/", views_holes.write_then_hold),
+    path("holes/write-and-enqueue/<int:pk>/<int:value>/", views_holes.write_and_enqueue),
     path("api/login/", views_holes.api_login),
     path("api/whoami/", views_holes.api_whoami),
 ]

@@ -1,0 +1,117 @@
+"""Django's task framework (django.tasks, Django 6.0+): a task sees what
+the code that enqueued it had to see.
+
+    from readyourwrites.tasks import task
+
+    @task                     # in place of django.tasks.task, same arguments
+    def send_receipt(order_id): ...
+
+    send_receipt.enqueue(order.pk)    # in a view, after writing the order
+
+Enqueued inside a routing context (a request, acting_for) or after a write
+of the thread's own, the task's keyword arguments carry the token the
+enqueuing code had to see, signed (never a session key, nor its hash);
+whatever worker runs it -- another process, another machine -- runs it
+inside acting_for(token=...), so its reads wait for (or skip) followers
+that lack that write.  Django offers no hook that runs on both sides of a
+task, so the task class does it: enqueue() adds the argument, call() and
+acall() take it off again.  A tampered or week-old token demands nothing.
+"""
+import dataclasses
+import functools
+from typing import Any, Callable, Dict, Optional
+
+from django.core import signing
+from django.tasks import task as _django_task
+from django.tasks.base import Task as _DjangoTask
+
+from .api import acting_for, current_token
+from .context import current, thread_own
+
+__all__ = ["task", "Task", "KWARG"]
+
+KWARG = "readyourwrites_token"
+_SALT = "readyourwrites.tasks"
+MAX_AGE = 7 * 24 * 3600
+
+
+def _signed_token() -> Optional[str]:
+    if current() is None and thread_own() is None:
+        return None
+    try:
+        token = current_token()  # may look the key up on the leader
+    except Exception:
+        return None  # the leader did not answer: the task's reads go to the leader on their own
+    return None if token is None else signing.dumps(str(token), salt=_SALT)
+
+
+def _carry(kwargs: Dict[str, Any], signed: Optional[str]) -> Dict[str, Any]:
+    if signed is not None and KWARG not in kwargs:
+        kwargs = dict(kwargs)
+        kwargs[KWARG] = signed
+    return kwargs
+
+
+def _scope(kwargs: Dict[str, Any]) -> Any:
+    """Take the carried token off kwargs: the scope to run the task in."""
+    value = kwargs.pop(KWARG, None)
+    if not value:
+        return None
+    try:
+        return acting_for(token=signing.loads(value, salt=_SALT, max_age=MAX_AGE))
+    except (signing.BadSignature, ValueError):
+        return None
+
+
+class _Carrying:
+    """Mixed into the backend's task class."""
+
+    __slots__ = ()
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Any:
+        return super().enqueue(*args, **_carry(kwargs, _signed_token()))  # type: ignore[misc]
+
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> Any:
+        from asgiref.sync import sync_to_async
+
+        signed = await sync_to_async(_signed_token, thread_sensitive=True)()
+        return await super().aenqueue(*args, **_carry(kwargs, signed))  # type: ignore[misc]
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        scope = _scope(kwargs)
+        if scope is None:
+            return super().call(*args, **kwargs)  # type: ignore[misc]
+        with scope:
+            return super().call(*args, **kwargs)  # type: ignore[misc]
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        scope = _scope(kwargs)
+        if scope is None:
+            return await super().acall(*args, **kwargs)  # type: ignore[misc]
+        async with scope:
+            return await super().acall(*args, **kwargs)  # type: ignore[misc]
+
+
+class Task(_Carrying, _DjangoTask):
+    """django.tasks.Task that carries the enqueuing code's token."""
+
+    __slots__ = ()
+
+
+@functools.lru_cache(maxsize=None)
+def _carrying_class(cls: type) -> type:
+    if cls is _DjangoTask:
+        return Task
+    return type("Carrying" + cls.__name__, (_Carrying, cls), {"__slots__": (), "__module__": __name__})
+
+
+def task(function: Optional[Callable] = None, **options: Any) -> Any:
+    """django.tasks.task, with the task class carrying the token."""
+    def wrapper(f: Callable) -> Any:
+        plain = _django_task(**options)(f)
+        fields = {fl.name: getattr(plain, fl.name) for fl in dataclasses.fields(plain)}
+        return _carrying_class(type(plain))(**fields)
+
+    if function is not None:
+        return wrapper(function)
+    return wrapper
