@@ -333,6 +333,29 @@ format_waits(char *buf, size_t len, const RunStats *st)
 }
 
 /*
+ * The cells both routing tables share: the waits, the stale reads (bold
+ * when there are any) and the follower share as a part of the ideal.
+ */
+static void
+format_shares(const RunStats *st, char *waits, size_t waits_len,
+			  char *stale_s, size_t stale_len, char *of_ideal, size_t ideal_len)
+{
+	long		stale = st->stale_follower + st->stale_leader;
+	double		share = ratio(st->follower_reads, st->reads);
+
+	format_waits(waits, waits_len, st);
+	if (st->ideal_hi > 0)
+		snprintf(of_ideal, ideal_len, "%.1f %%", 100 * share / st->ideal_hi);
+	else
+		snprintf(of_ideal, ideal_len, "–");
+	if (stale)
+		snprintf(stale_s, stale_len, "**%ld** (%.1f %%)", stale,
+				 100 * ratio(stale, st->reads));
+	else
+		snprintf(stale_s, stale_len, "0");
+}
+
+/*
  * The latency scenario's table: what a user waits for after a write, where
  * the reads go, and what each router adds in round trips, beside the
  * physical limit (replay lag on the nearest follower plus one round trip
@@ -350,22 +373,13 @@ report_latency_markdown(FILE *f, const RouteConfig *cfg, RunStats *runs, int nru
 	for (int i = 0; i < nruns; i++)
 	{
 		RunStats   *st = &runs[i];
-		long		stale = st->stale_follower + st->stale_leader;
 		double		share = ratio(st->follower_reads, st->reads);
 		char		waits[128],
 					stale_s[64],
 					of_ideal[32];
 
-		format_waits(waits, sizeof(waits), st);
-		if (st->ideal_hi > 0)
-			snprintf(of_ideal, sizeof(of_ideal), "%.1f %%", 100 * share / st->ideal_hi);
-		else
-			snprintf(of_ideal, sizeof(of_ideal), "–");
-		if (stale)
-			snprintf(stale_s, sizeof(stale_s), "**%ld** (%.1f %%)", stale,
-					 100 * ratio(stale, st->reads));
-		else
-			snprintf(stale_s, sizeof(stale_s), "0");
+		format_shares(st, waits, sizeof(waits), stale_s, sizeof(stale_s),
+					  of_ideal, sizeof(of_ideal));
 		fprintf(f, "| %s | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f | %.1f %% | %s | %s "
 				"| %.3f (%.3f) | %.2f | %s |\n",
 				st->strat.label,
@@ -395,7 +409,6 @@ report_markdown(FILE *f, const RouteConfig *cfg, RunStats *runs, int nruns)
 	for (int i = 0; i < nruns; i++)
 	{
 		RunStats   *st = &runs[i];
-		long		stale = st->stale_follower + st->stale_leader;
 		double		share = ratio(st->follower_reads, st->reads);
 		long		later = st->reads - st->first_reads;
 		char		waits[128],
@@ -404,16 +417,8 @@ report_markdown(FILE *f, const RouteConfig *cfg, RunStats *runs, int nruns)
 					lag[128] = "";
 		size_t		off = 0;
 
-		format_waits(waits, sizeof(waits), st);
-		if (st->ideal_hi > 0)
-			snprintf(of_ideal, sizeof(of_ideal), "%.1f %%", 100 * share / st->ideal_hi);
-		else
-			snprintf(of_ideal, sizeof(of_ideal), "–");
-		if (stale)
-			snprintf(stale_s, sizeof(stale_s), "**%ld** (%.1f %%)", stale,
-					 100 * ratio(stale, st->reads));
-		else
-			snprintf(stale_s, sizeof(stale_s), "0");
+		format_shares(st, waits, sizeof(waits), stale_s, sizeof(stale_s),
+					  of_ideal, sizeof(of_ideal));
 		for (int k = 0; k < cfg->nfollowers && off < sizeof(lag); k++)
 			off += snprintf(lag + off, sizeof(lag) - off, "%sf%d %.1f / %.1f",
 							k ? "; " : "", k + 1, st->lag_p50[k], st->lag_p99[k]);
