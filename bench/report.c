@@ -108,9 +108,12 @@ index_free(FolIndex *ix)
 	free(ix->sufmin);
 }
 
-/* Number of elements of the ascending v[0..n) that are <= t. */
+/*
+ * Number of elements of the ascending v[0..n) that are below t, or at or
+ * below it when with_equal.
+ */
 static size_t
-count_le(const double *v, size_t n, double t)
+count_below(const double *v, size_t n, double t, bool with_equal)
 {
 	size_t		lo = 0,
 				hi = n;
@@ -119,26 +122,7 @@ count_le(const double *v, size_t n, double t)
 	{
 		size_t		mid = (lo + hi) / 2;
 
-		if (v[mid] <= t)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/* Number of elements of the ascending v[0..n) that are < t. */
-static size_t
-count_lt(const double *v, size_t n, double t)
-{
-	size_t		lo = 0,
-				hi = n;
-
-	while (lo < hi)
-	{
-		size_t		mid = (lo + hi) / 2;
-
-		if (v[mid] < t)
+		if (v[mid] < t || (with_equal && v[mid] == t))
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -149,7 +133,7 @@ count_lt(const double *v, size_t n, double t)
 static bool
 certainly_replayed(const FolIndex *ix, double t, Token tok)
 {
-	size_t		i = count_le(ix->recv, ix->n, t);
+	size_t		i = count_below(ix->recv, ix->n, t, true);
 
 	return i > 0 && token_reached(ix->prefmax[i - 1], tok);
 }
@@ -157,7 +141,7 @@ certainly_replayed(const FolIndex *ix, double t, Token tok)
 static bool
 possibly_replayed(const FolIndex *ix, double t, Token tok)
 {
-	size_t		j = count_lt(ix->sent, ix->n, t);
+	size_t		j = count_below(ix->sent, ix->n, t, false);
 
 	return j == ix->n || token_reached(ix->sufmin[j], tok);
 }
