@@ -351,13 +351,12 @@ cat <<EOF
 A profile (\`perf record -g\` of the leader's processes for 3 s of one more
 run with the library) attributes the library's cost per transaction
 directly, free of the noise between runs: the commit callback
-\`DistXactCallback\` takes **$perf_cb %** of the leader's CPU, including
-\`set_config_option\` for the reported token ($perf_guc %) and the session-map
-update \`DistRecordKey\` ($perf_map %); PostgreSQL's
-\`ReportChangedGUCOptions\` then takes **$perf_rep %** (self) to send the
-changed setting — on PostgreSQL 15 it scans every setting whenever one marked
-GUC_REPORT has changed, which without the library almost never happens. In
-all: **$perf_total %**.
+\`DistXactCallback\` takes **$perf_cb %** of the leader's CPU, including the
+session-map update \`DistRecordKey\` ($perf_map %)${perf_guc:+ and \`set_config_option\` ($perf_guc %)}; PostgreSQL's
+\`ReportChangedGUCOptions\` takes **$perf_rep %** (self), counted in full
+although it runs without the library too (the token goes out as its own
+ParameterStatus message before ReadyForQuery; no setting is assigned per
+commit). In all: **$perf_total %**.
 
 EOF
 fi
