@@ -1,4 +1,4 @@
-# Sourced by bench/run.sh and bench/smoke.sh: a local leader and streaming
+# Sourced by bench/run.sh, bench/latency.sh, bench/micro.sh and bench/smoke.sh: a local leader and streaming
 # followers with the distributed library preloaded, run as an unprivileged
 # user (initdb refuses root) in a scratch directory, on Unix sockets only.
 #
