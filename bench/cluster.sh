@@ -1,6 +1,7 @@
-# Sourced by bench/run.sh, bench/latency.sh, bench/micro.sh and bench/smoke.sh: a local leader and streaming
-# followers with the distributed library preloaded, run as an unprivileged
-# user (initdb refuses root) in a scratch directory, on Unix sockets only.
+# Sourced by bench/run.sh, bench/latency.sh, bench/micro.sh and
+# bench/smoke.sh: a local leader and streaming followers with the
+# distributed library preloaded, run as an unprivileged user (initdb
+# refuses root) in a scratch directory, on Unix sockets only.
 #
 #   cluster_start NFOLLOWERS      sets CLUSTER_DIR, LEADER, FOLLOWERS (array)
 #   cluster_stop                  stops what cluster_start started, removes the directory
