@@ -1,9 +1,14 @@
-# Sourced by bench/run.sh and bench/smoke.sh: a local leader and streaming
-# followers with the distributed library preloaded, run as an unprivileged
-# user (initdb refuses root) in a scratch directory, on Unix sockets only.
+# Sourced by bench/run.sh, bench/latency.sh, bench/micro.sh and
+# bench/smoke.sh: a local leader and streaming followers with the
+# distributed library preloaded, run as an unprivileged user (initdb
+# refuses root) in a scratch directory, on Unix sockets only.
 #
 #   cluster_start NFOLLOWERS      sets CLUSTER_DIR, LEADER, FOLLOWERS (array)
 #   cluster_stop                  stops what cluster_start started, removes the directory
+#   bench_begin NAME              a scratch directory WORK, and on exit: the proxy
+#                                 (proxy_stop, if defined) and the servers stopped,
+#                                 WORK copied to KEEP_WORK (if set) and removed;
+#                                 then builds distbench and latproxy
 #
 # LEADER and FOLLOWERS[i] are libpq connection strings.
 #
@@ -47,7 +52,7 @@ as_pg() { runuser -u "$RUN_AS" -- "$@"; }
 conninfo() { echo "host=$CLUSTER_DIR port=$1 user=postgres dbname=postgres"; }
 
 cluster_start() {
-    local nfollowers=$1 i port
+    local nfollowers=$1 i port repl
     CLUSTER_DIR=$(mktemp -d /tmp/distbench.XXXXXX)
     chown "$RUN_AS": "$CLUSTER_DIR"
     as_pg "$PGBIN/initdb" -D "$CLUSTER_DIR/leader" -A trust -U postgres >/dev/null
@@ -71,11 +76,18 @@ CONF
         as_pg "$PGBIN/pg_basebackup" -h "$CLUSTER_DIR" -p "$BASE_PORT" -U postgres \
             -D "$CLUSTER_DIR/follower$i" -R
         sed -i "s/^port = $BASE_PORT\$/port = $port/" "$CLUSTER_DIR/follower$i/postgresql.conf"
+        # A plain primary_conninfo, which wins over the one pg_basebackup -R
+        # wrote (the last setting wins): that one carries the options of its
+        # own libpq (sslcertmode, sslnegotiation from 16 on), which an older
+        # libpq refuses, and the relocatable builds' walreceiver loads the
+        # system's libpq 15.
         if [ -n "${CLUSTER_REPL_PORT:-}" ]; then
-            # the last setting wins over the one pg_basebackup -R wrote
-            echo "primary_conninfo = 'host=127.0.0.1 port=$CLUSTER_REPL_PORT user=postgres application_name=follower$i'" \
-                >> "$CLUSTER_DIR/follower$i/postgresql.auto.conf"
+            repl="host=127.0.0.1 port=$CLUSTER_REPL_PORT"
+        else
+            repl="host=$CLUSTER_DIR port=$BASE_PORT"
         fi
+        echo "primary_conninfo = '$repl user=postgres application_name=follower$i'" \
+            >> "$CLUSTER_DIR/follower$i/postgresql.auto.conf"
         as_pg "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/follower$i" -l "$CLUSTER_DIR/follower$i.log" -w start >/dev/null
         CLUSTER_NODES+=("follower$i")
         FOLLOWERS+=("$(conninfo "$port")")
@@ -103,4 +115,20 @@ cluster_stop() {
     fi
     rm -rf "$CLUSTER_DIR"
     CLUSTER_DIR=
+}
+
+# The set-up and clean-up of a benchmark command (bench/run.sh, bench/latency.sh).
+bench_begin() {
+    WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+    trap bench_end EXIT
+    trap 'exit 1' INT TERM
+    echo "== build"
+    make -s -C bench PG_CONFIG="$PG_CONFIG"
+}
+
+bench_end() {
+    if declare -F proxy_stop >/dev/null; then proxy_stop; fi
+    cluster_stop
+    if [ -n "${KEEP_WORK:-}" ]; then mkdir -p "$KEEP_WORK" && cp -r "$WORK"/. "$KEEP_WORK"/; fi
+    rm -rf "$WORK"
 }

@@ -332,17 +332,7 @@ EOF
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     OUT=${OUT:-bench/results.md}
-    WORK=$(mktemp -d /tmp/distbench-latency.XXXXXX)
-    cleanup() {
-        proxy_stop
-        cluster_stop
-        if [ -n "${KEEP_WORK:-}" ]; then mkdir -p "$KEEP_WORK" && cp -r "$WORK"/. "$KEEP_WORK"/; fi
-        rm -rf "$WORK"
-    }
-    trap cleanup EXIT
-    trap 'exit 1' INT TERM
-    echo "== build"
-    make -s -C bench PG_CONFIG="$PG_CONFIG"
+    bench_begin distbench-latency
     echo "== latency scenario: leader $LEADER_RTT_MS ms, followers $FOLLOWER_RTT_MS ms, replication $REPL_RTT_MS ms"
     latency_measure "$WORK"
     echo "== writing the latency section of $OUT and its figures"

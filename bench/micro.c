@@ -49,29 +49,25 @@ typedef struct Micro
 } Micro;
 
 /*
- * Nanosecond CPU time and run-queue wait, summed over the postmaster's
- * children, from /proc/<pid>/schedstat (ticks in /proc/<pid>/stat are too
- * coarse for a few microseconds in each of many processes).
+ * Call fn for every process in /proc with its pid and the fields of its
+ * /proc/<pid>/stat after "(comm) " (comm may hold spaces and parentheses,
+ * so the fields start after its last ')').
  */
 static void
-sched_seconds(long postmaster, double *run, double *queued)
+for_each_process(void (*fn) (long pid, const char *stat, void *arg), void *arg)
 {
 	DIR		   *d = opendir("/proc");
 	struct dirent *e;
 
-	*run = *queued = 0;
 	if (d == NULL)
 		die("cannot read /proc");
 	while ((e = readdir(d)) != NULL)
 	{
 		char		path[64],
-					buf[512],
+					buf[1024],
 				   *p;
 		FILE	   *f;
-		long		me = atol(e->d_name),
-					ppid;
-		unsigned long long r,
-					q;
+		long		me = atol(e->d_name);
 		size_t		len;
 
 		if (me <= 0)
@@ -82,20 +78,56 @@ sched_seconds(long postmaster, double *run, double *queued)
 		len = fread(buf, 1, sizeof(buf) - 1, f);
 		fclose(f);
 		buf[len] = '\0';
-		if ((p = strrchr(buf, ')')) == NULL ||
-			sscanf(p + 2, "%*c %ld", &ppid) != 1 || ppid != postmaster)
+		if ((p = strrchr(buf, ')')) == NULL)
 			continue;
-		snprintf(path, sizeof(path), "/proc/%ld/schedstat", me);
-		if ((f = fopen(path, "r")) == NULL)
-			continue;
-		if (fscanf(f, "%llu %llu", &r, &q) == 2)
-		{
-			*run += r / 1e9;
-			*queued += q / 1e9;
-		}
-		fclose(f);
+		fn(me, p + 2, arg);
 	}
 	closedir(d);
+}
+
+typedef struct SchedSum
+{
+	long		postmaster;
+	double		run;
+	double		queued;
+} SchedSum;
+
+static void
+sched_add(long pid, const char *stat, void *arg)
+{
+	SchedSum   *sum = arg;
+	char		path[64];
+	FILE	   *f;
+	long		ppid;
+	unsigned long long r,
+				q;
+
+	if (sscanf(stat, "%*c %ld", &ppid) != 1 || ppid != sum->postmaster)
+		return;
+	snprintf(path, sizeof(path), "/proc/%ld/schedstat", pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	if (fscanf(f, "%llu %llu", &r, &q) == 2)
+	{
+		sum->run += r / 1e9;
+		sum->queued += q / 1e9;
+	}
+	fclose(f);
+}
+
+/*
+ * Nanosecond CPU time and run-queue wait, summed over the postmaster's
+ * children, from /proc/<pid>/schedstat (ticks in /proc/<pid>/stat are too
+ * coarse for a few microseconds in each of many processes).
+ */
+static void
+sched_seconds(long postmaster, double *run, double *queued)
+{
+	SchedSum	sum = {postmaster, 0, 0};
+
+	for_each_process(sched_add, &sum);
+	*run = sum.run;
+	*queued = sum.queued;
 }
 
 /* CPU seconds (user + system) of this process so far. */
@@ -239,49 +271,37 @@ latency_round(Micro *m, int n, Samples *out, Samples *firsts)
 	m->round_queued += q1 - q0;
 }
 
+typedef struct TickSum
+{
+	long		pid;
+	bool		children;
+	unsigned long ticks;
+} TickSum;
+
+static void
+ticks_add(long pid, const char *stat, void *arg)
+{
+	TickSum    *sum = arg;
+	long		ppid;
+	unsigned long utime,
+				stime;
+
+	/* state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+	if (sscanf(stat, "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+			   &ppid, &utime, &stime) != 3)
+		return;
+	if (pid == sum->pid || (sum->children && ppid == sum->pid))
+		sum->ticks += utime + stime;
+}
+
 /* CPU seconds (user + system) of pid, or of the postmaster pid and its children. */
 static double
 cpu_seconds(long pid, bool children)
 {
-	DIR		   *d = opendir("/proc");
-	struct dirent *e;
-	double		ticks = 0;
-	long		hz = sysconf(_SC_CLK_TCK);
+	TickSum		sum = {pid, children, 0};
 
-	if (d == NULL)
-		die("cannot read /proc");
-	while ((e = readdir(d)) != NULL)
-	{
-		char		path[64],
-					buf[1024],
-				   *p;
-		FILE	   *f;
-		long		me = atol(e->d_name),
-					ppid;
-		unsigned long utime,
-					stime;
-		size_t		len;
-
-		if (me <= 0)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%ld/stat", me);
-		if ((f = fopen(path, "r")) == NULL)
-			continue;
-		len = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[len] = '\0';
-		if ((p = strrchr(buf, ')')) == NULL)
-			continue;
-		/* after "(comm)": state ppid pgrp session tty tpgid flags minflt
-		 * cminflt majflt cmajflt utime stime */
-		if (sscanf(p + 2, "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-				   &ppid, &utime, &stime) != 3)
-			continue;
-		if (me == pid || (children && ppid == pid))
-			ticks += utime + stime;
-	}
-	closedir(d);
-	return ticks / hz;
+	for_each_process(ticks_add, &sum);
+	return (double) sum.ticks / sysconf(_SC_CLK_TCK);
 }
 
 /* Context switches (voluntary + involuntary) of pid so far: its wake-ups. */

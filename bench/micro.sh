@@ -34,11 +34,6 @@ for pgc in "${configs[@]}"; do
     PG_CONFIG=$pgc
     . bench/cluster.sh
     cluster_start 1 >/dev/null
-    # pg_basebackup -R of 16 and later writes options (sslcertmode,
-    # sslnegotiation) that an older libpq loaded by the walreceiver (the
-    # relocatable builds pick up the system's) refuses: keep it plain
-    echo "primary_conninfo = 'host=$CLUSTER_DIR port=$BASE_PORT user=postgres'" \
-        >>"$CLUSTER_DIR/follower1/postgresql.auto.conf"
     as_pg "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/follower1" -m fast -w \
         -o "-c max_connections=1100" -l "$CLUSTER_DIR/follower1.log" restart >/dev/null
     {

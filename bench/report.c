@@ -108,9 +108,12 @@ index_free(FolIndex *ix)
 	free(ix->sufmin);
 }
 
-/* Number of elements of the ascending v[0..n) that are <= t. */
+/*
+ * Number of elements of the ascending v[0..n) that are below t, or at or
+ * below it when with_equal.
+ */
 static size_t
-count_le(const double *v, size_t n, double t)
+count_below(const double *v, size_t n, double t, bool with_equal)
 {
 	size_t		lo = 0,
 				hi = n;
@@ -119,26 +122,7 @@ count_le(const double *v, size_t n, double t)
 	{
 		size_t		mid = (lo + hi) / 2;
 
-		if (v[mid] <= t)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/* Number of elements of the ascending v[0..n) that are < t. */
-static size_t
-count_lt(const double *v, size_t n, double t)
-{
-	size_t		lo = 0,
-				hi = n;
-
-	while (lo < hi)
-	{
-		size_t		mid = (lo + hi) / 2;
-
-		if (v[mid] < t)
+		if (v[mid] < t || (with_equal && v[mid] == t))
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -149,7 +133,7 @@ count_lt(const double *v, size_t n, double t)
 static bool
 certainly_replayed(const FolIndex *ix, double t, Token tok)
 {
-	size_t		i = count_le(ix->recv, ix->n, t);
+	size_t		i = count_below(ix->recv, ix->n, t, true);
 
 	return i > 0 && token_reached(ix->prefmax[i - 1], tok);
 }
@@ -157,7 +141,7 @@ certainly_replayed(const FolIndex *ix, double t, Token tok)
 static bool
 possibly_replayed(const FolIndex *ix, double t, Token tok)
 {
-	size_t		j = count_lt(ix->sent, ix->n, t);
+	size_t		j = count_below(ix->sent, ix->n, t, false);
 
 	return j == ix->n || token_reached(ix->sufmin[j], tok);
 }
@@ -333,6 +317,29 @@ format_waits(char *buf, size_t len, const RunStats *st)
 }
 
 /*
+ * The cells both routing tables share: the waits, the stale reads (bold
+ * when there are any) and the follower share as a part of the ideal.
+ */
+static void
+format_shares(const RunStats *st, char *waits, size_t waits_len,
+			  char *stale_s, size_t stale_len, char *of_ideal, size_t ideal_len)
+{
+	long		stale = st->stale_follower + st->stale_leader;
+	double		share = ratio(st->follower_reads, st->reads);
+
+	format_waits(waits, waits_len, st);
+	if (st->ideal_hi > 0)
+		snprintf(of_ideal, ideal_len, "%.1f %%", 100 * share / st->ideal_hi);
+	else
+		snprintf(of_ideal, ideal_len, "–");
+	if (stale)
+		snprintf(stale_s, stale_len, "**%ld** (%.1f %%)", stale,
+				 100 * ratio(stale, st->reads));
+	else
+		snprintf(stale_s, stale_len, "0");
+}
+
+/*
  * The latency scenario's table: what a user waits for after a write, where
  * the reads go, and what each router adds in round trips, beside the
  * physical limit (replay lag on the nearest follower plus one round trip
@@ -350,22 +357,13 @@ report_latency_markdown(FILE *f, const RouteConfig *cfg, RunStats *runs, int nru
 	for (int i = 0; i < nruns; i++)
 	{
 		RunStats   *st = &runs[i];
-		long		stale = st->stale_follower + st->stale_leader;
 		double		share = ratio(st->follower_reads, st->reads);
 		char		waits[128],
 					stale_s[64],
 					of_ideal[32];
 
-		format_waits(waits, sizeof(waits), st);
-		if (st->ideal_hi > 0)
-			snprintf(of_ideal, sizeof(of_ideal), "%.1f %%", 100 * share / st->ideal_hi);
-		else
-			snprintf(of_ideal, sizeof(of_ideal), "–");
-		if (stale)
-			snprintf(stale_s, sizeof(stale_s), "**%ld** (%.1f %%)", stale,
-					 100 * ratio(stale, st->reads));
-		else
-			snprintf(stale_s, sizeof(stale_s), "0");
+		format_shares(st, waits, sizeof(waits), stale_s, sizeof(stale_s),
+					  of_ideal, sizeof(of_ideal));
 		fprintf(f, "| %s | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f | %.1f %% | %s | %s "
 				"| %.3f (%.3f) | %.2f | %s |\n",
 				st->strat.label,
@@ -395,7 +393,6 @@ report_markdown(FILE *f, const RouteConfig *cfg, RunStats *runs, int nruns)
 	for (int i = 0; i < nruns; i++)
 	{
 		RunStats   *st = &runs[i];
-		long		stale = st->stale_follower + st->stale_leader;
 		double		share = ratio(st->follower_reads, st->reads);
 		long		later = st->reads - st->first_reads;
 		char		waits[128],
@@ -404,16 +401,8 @@ report_markdown(FILE *f, const RouteConfig *cfg, RunStats *runs, int nruns)
 					lag[128] = "";
 		size_t		off = 0;
 
-		format_waits(waits, sizeof(waits), st);
-		if (st->ideal_hi > 0)
-			snprintf(of_ideal, sizeof(of_ideal), "%.1f %%", 100 * share / st->ideal_hi);
-		else
-			snprintf(of_ideal, sizeof(of_ideal), "–");
-		if (stale)
-			snprintf(stale_s, sizeof(stale_s), "**%ld** (%.1f %%)", stale,
-					 100 * ratio(stale, st->reads));
-		else
-			snprintf(stale_s, sizeof(stale_s), "0");
+		format_shares(st, waits, sizeof(waits), stale_s, sizeof(stale_s),
+					  of_ideal, sizeof(of_ideal));
 		for (int k = 0; k < cfg->nfollowers && off < sizeof(lag); k++)
 			off += snprintf(lag + off, sizeof(lag) - off, "%sf%d %.1f / %.1f",
 							k ? "; " : "", k + 1, st->lag_p50[k], st->lag_p99[k]);

@@ -110,6 +110,20 @@ else
     tps_verdict="${perf_verdict:-not resolved}; the TPS and CPU ratios do not resolve 2 % on this machine"
 fi
 
+# --- sections written by other commands ---------------------------------------
+# OUT is rewritten whole, but two parts of it come from their own commands and
+# are carried over from the OUT being replaced: bench/micro.sh's "Replay
+# waiters" section (per PostgreSQL major; this run's own wake-up tables, on
+# one major, then go in a section of their own) and what follows the latency
+# section (bench/commitcost.sh's). bench/latency.sh's section is written
+# after this script, by latency_report.
+old_micro= old_tail=
+if [ -f "$OUT" ]; then
+    old_micro=$(awk '/^## Replay waiters$/ { on = 1; print; next } on && /^(## |<!-- latency: begin)/ { exit } on { print }' "$OUT")
+    grep -q 'bench/micro.sh' <<<"$old_micro" || old_micro=
+    old_tail=$(awk 'f { print } /^<!-- latency: end/ { f = 1 }' "$OUT")
+fi
+
 # --- machine --------------------------------------------------------------
 CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 NPROC=$(nproc)
@@ -166,6 +180,8 @@ followers on their own machines would add.
   transaction with/without, median pair ratio **$cpu_med** ($cpu_with µs against $cpu_without µs over all rounds)$perf_headline.
 - Wake-up latency: 1 waiter p50 $w1p50 ms, p99 $w1p99 ms; $nwaiters waiters at once p50 $wnp50 ms, p99 $wnp99 ms.
   $nwaiters idle waiters: follower CPU $cpu_busy % of one core (nobody waiting: $cpu_idle %).
+$( [ -z "$old_micro" ] || echo "  (PostgreSQL $(sed "s/^postgres (PostgreSQL) //; s/ .*//" <<<"$PGVERSION"), this run. Per major, with 1,000 waiters and idle wake-ups, see
+  [Replay waiters](#replay-waiters), from \`bench/micro.sh\`.)")
 
 ## Targets
 
@@ -335,18 +351,22 @@ cat <<EOF
 A profile (\`perf record -g\` of the leader's processes for 3 s of one more
 run with the library) attributes the library's cost per transaction
 directly, free of the noise between runs: the commit callback
-\`DistXactCallback\` takes **$perf_cb %** of the leader's CPU, including
-\`set_config_option\` for the reported token ($perf_guc %) and the session-map
-update \`DistRecordKey\` ($perf_map %); PostgreSQL's
-\`ReportChangedGUCOptions\` then takes **$perf_rep %** (self) to send the
-changed setting — on PostgreSQL 15 it scans every setting whenever one marked
-GUC_REPORT has changed, which without the library almost never happens. In
-all: **$perf_total %**.
+\`DistXactCallback\` takes **$perf_cb %** of the leader's CPU, including the
+session-map update \`DistRecordKey\` ($perf_map %)${perf_guc:+ and \`set_config_option\` ($perf_guc %)}; PostgreSQL's
+\`ReportChangedGUCOptions\` takes **$perf_rep %** (self), counted in full
+although it runs without the library too (the token goes out as its own
+ParameterStatus message before ReadyForQuery; no setting is assigned per
+commit). In all: **$perf_total %**.
 
 EOF
 fi
+if [ -n "$old_micro" ]; then
+    wake_heading="## Replay waiters in this run"
+else
+    wake_heading="## Replay waiters"
+fi
 cat <<EOF
-## Replay waiters
+$wake_heading
 
 Wake-up latency (the method of test/measure_waits.py, in C: bench/micro.c):
 replay is paused on follower 1, the leader commits, the waiters call
@@ -366,4 +386,15 @@ part alone, for several PostgreSQL installations.
 
 $(cat "$W/wake.md")
 EOF
-} >"$OUT"
+if [ -n "$old_micro" ]; then
+    echo
+    printf '%s\n\n' "$old_micro"
+fi
+if [ -n "$old_tail" ]; then
+    # a place for the latency section, which latency_report fills
+    echo "<!-- latency: begin -->"
+    echo "<!-- latency: end -->"
+    printf '%s\n' "$old_tail"
+fi
+} >"$OUT.new"
+mv "$OUT.new" "$OUT"

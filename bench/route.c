@@ -89,6 +89,33 @@ const char *const outcome_names[NOUTCOMES] = {
 	"reached", "timeout", "promoted or not in recovery", "unreachable", "error"
 };
 
+/*
+ * The strategies by name: whether the name takes ":ms", and the label's
+ * format, which prints the milliseconds scaled by "scale" (time pinning is
+ * labelled in seconds).
+ */
+static const struct
+{
+	const char *word;
+	StrategyKind kind;
+	bool		takes_ms;
+	double		scale;
+	const char *label;
+}			strategies[] = {
+	{"leader", STRAT_LEADER, false, 1, "leader only"},
+	{"naive", STRAT_NAIVE, false, 1, "random follower (no pinning)"},
+	{"time", STRAT_TIME, true, 1000, "time pinning, W = %g s"},
+	{"check", STRAT_CHECK, false, 1, "token check"},
+	{"wait", STRAT_WAIT, true, 1, "token wait, T = %g ms"},
+	{"wait-fn", STRAT_WAIT_FN, true, 1, "token wait, T = %g ms, function form"},
+	{"check-pipe", STRAT_CHECK_PIPE, false, 1, "token check, pipelined"},
+	{"wait-pipe", STRAT_WAIT_PIPE, true, 1, "token wait, T = %g ms, pipelined"},
+	{"wait-one", STRAT_WAIT_ONE, true, 1, "token wait, T = %g ms, one message"},
+	{"gitlab", STRAT_GITLAB, false, 1, "GitLab-style (stick, probe replicas)"},
+	{"maxscale", STRAT_MAXSCALE, true, 1, "MaxScale-universal-style, T = %g ms"},
+	{"waitfor", STRAT_WAITFOR, true, 1, "WAIT FOR-style, T = %g ms"},
+};
+
 bool
 strategy_parse(const char *spec, Strategy *out)
 {
@@ -99,77 +126,19 @@ strategy_parse(const char *spec, Strategy *out)
 	memset(out, 0, sizeof(*out));
 	snprintf(out->name, sizeof(out->name), "%s", spec);
 	out->ms = ms;
-#define IS(word) (len == strlen(word) && strncmp(spec, word, len) == 0)
-	if (IS("leader") && !colon)
+	for (size_t i = 0; i < sizeof(strategies) / sizeof(strategies[0]); i++)
 	{
-		out->kind = STRAT_LEADER;
-		snprintf(out->label, sizeof(out->label), "leader only");
+		if (len != strlen(strategies[i].word) ||
+			strncmp(spec, strategies[i].word, len) != 0)
+			continue;
+		if (strategies[i].takes_ms != (colon != NULL) || ms < 0)
+			return false;
+		out->kind = strategies[i].kind;
+		snprintf(out->label, sizeof(out->label), strategies[i].label,
+				 ms / strategies[i].scale);
+		return true;
 	}
-	else if (IS("naive") && !colon)
-	{
-		out->kind = STRAT_NAIVE;
-		snprintf(out->label, sizeof(out->label), "random follower (no pinning)");
-	}
-	else if (IS("time") && colon && ms >= 0)
-	{
-		out->kind = STRAT_TIME;
-		snprintf(out->label, sizeof(out->label), "time pinning, W = %g s",
-				 ms / 1000.0);
-	}
-	else if (IS("check") && !colon)
-	{
-		out->kind = STRAT_CHECK;
-		snprintf(out->label, sizeof(out->label), "token check");
-	}
-	else if (IS("wait") && colon && ms >= 0)
-	{
-		out->kind = STRAT_WAIT;
-		snprintf(out->label, sizeof(out->label), "token wait, T = %d ms", ms);
-	}
-	else if (IS("wait-fn") && colon && ms >= 0)
-	{
-		out->kind = STRAT_WAIT_FN;
-		snprintf(out->label, sizeof(out->label),
-				 "token wait, T = %d ms, function form", ms);
-	}
-	else if (IS("check-pipe") && !colon)
-	{
-		out->kind = STRAT_CHECK_PIPE;
-		snprintf(out->label, sizeof(out->label), "token check, pipelined");
-	}
-	else if (IS("wait-pipe") && colon && ms >= 0)
-	{
-		out->kind = STRAT_WAIT_PIPE;
-		snprintf(out->label, sizeof(out->label),
-				 "token wait, T = %d ms, pipelined", ms);
-	}
-	else if (IS("wait-one") && colon && ms >= 0)
-	{
-		out->kind = STRAT_WAIT_ONE;
-		snprintf(out->label, sizeof(out->label),
-				 "token wait, T = %d ms, one message", ms);
-	}
-	else if (IS("gitlab") && !colon)
-	{
-		out->kind = STRAT_GITLAB;
-		snprintf(out->label, sizeof(out->label), "GitLab-style (stick, probe replicas)");
-	}
-	else if (IS("maxscale") && colon && ms >= 0)
-	{
-		out->kind = STRAT_MAXSCALE;
-		snprintf(out->label, sizeof(out->label),
-				 "MaxScale-universal-style, T = %d ms", ms);
-	}
-	else if (IS("waitfor") && colon && ms >= 0)
-	{
-		out->kind = STRAT_WAITFOR;
-		snprintf(out->label, sizeof(out->label),
-				 "WAIT FOR-style, T = %d ms", ms);
-	}
-	else
-		return false;
-#undef IS
-	return true;
+	return false;
 }
 
 bool
@@ -652,6 +621,49 @@ copy_value(char *buf, size_t len, const PGresult *res)
 	snprintf(buf, len, "%s", PQgetvalue(res, 0, 0));
 }
 
+/* A check's answer (is_replayed, or a replica's position probe), counted. */
+static bool
+count_check(RunStats *st, const PGresult *res)
+{
+	bool		yes = PQgetvalue(res, 0, 0)[0] == 't';
+
+	st->checks++;
+	st->checks_true += yes;
+	return yes;
+}
+
+/* A wait's outcome, counted; 0 when it reached the position. */
+static int
+count_wait(RunStats *st, const PGresult *res, bool by_call)
+{
+	int			o = wait_outcome(res, by_call);
+
+	st->outcomes[o]++;
+	return o;
+}
+
+/* The follower's answer is not used: the read goes to the leader. */
+static void
+read_on_leader(Session *s)
+{
+	s->extra++;
+	s->extra_leader++;
+	send_read(s, -1);
+}
+
+/* After a write (and its position, for the anchors that ask): read or rest. */
+static void
+after_write(Route *r, Session *s, double now)
+{
+	if (s->reads_left > 0)
+		start_read(r, s);
+	else
+	{
+		s->step = ST_IDLE;
+		s->next_at = now + rand_exp(r->cfg->think_ms);
+	}
+}
+
 /* The query in flight on s has completed: take the next step. */
 void
 session_done(Route *r, Session *s)
@@ -723,45 +735,34 @@ session_done(Route *r, Session *s)
 					send_leader_position(s, ST_LSN, "ls");
 					return;
 				}
-				if (s->reads_left > 0)
-					start_read(r, s);
-				else
-				{
-					s->step = ST_IDLE;
-					s->next_at = now + rand_exp(r->cfg->think_ms);
-				}
+				after_write(r, s, now);
 				return;
 			}
 		case ST_CHECK:
+		case ST_WAIT:
 			{
-				bool		yes = PQgetvalue(res0, 0, 0)[0] == 't';
+				/* one round trip to the follower, then the read where it says */
+				bool		yes;
 
-				st->checks++;
-				st->checks_true += yes;
+				if (s->step == ST_CHECK)
+					yes = count_check(st, res0);
+				else
+				{
+					yes = count_wait(st, res0, strategy_waits_by_call(&st->strat)) == 0;
+					samples_add(&st->wait_lat, now - p->sent);
+					if (yes && st->strat.kind == STRAT_WAITFOR)
+						s->confirmed[node] = s->lsn;
+				}
 				s->extra++;
 				pending_clear(p);
 				send_read(s, yes ? node : -1);
 				return;
 			}
-		case ST_WAIT:
-			{
-				int			o = wait_outcome(res0, strategy_waits_by_call(&st->strat));
-
-				st->outcomes[o]++;
-				samples_add(&st->wait_lat, now - p->sent);
-				s->extra++;
-				pending_clear(p);
-				if (o == 0 && st->strat.kind == STRAT_WAITFOR)
-					s->confirmed[node] = s->lsn;
-				send_read(s, o == 0 ? node : -1);
-				return;
-			}
 		case ST_MULTI:
 			{
 				/* the CALL's result, then (if it succeeded) the read's */
-				int			o = wait_outcome(res0, true);
+				int			o = count_wait(st, res0, true);
 
-				st->outcomes[o]++;
 				if (o == 0 && (p->nres != 2 || PQresultStatus(p->res[1]) != PGRES_TUPLES_OK ||
 							   PQntuples(p->res[1]) != 1))
 				{
@@ -786,22 +787,14 @@ session_done(Route *r, Session *s)
 					note("%s: the one-message wait failed, reading on the leader: %s",
 						 st->strat.name, PQresultErrorMessage(res0));
 				pending_clear(p);
-				s->extra++;
-				s->extra_leader++;
-				send_read(s, -1);
+				read_on_leader(s);
 				return;
 			}
 		case ST_LSN:
 			s->lsn = lsn_parse(PQgetvalue(res0, 0, 0));
 			pending_clear(p);
 			s->stuck = true;
-			if (s->reads_left > 0)
-				start_read(r, s);
-			else
-			{
-				s->step = ST_IDLE;
-				s->next_at = now + rand_exp(r->cfg->think_ms);
-			}
+			after_write(r, s, now);
 			return;
 		case ST_POS:
 			s->lsn = lsn_parse(PQgetvalue(res0, 0, 0));
@@ -810,10 +803,8 @@ session_done(Route *r, Session *s)
 			return;
 		case ST_PROBE:
 			{
-				bool		yes = PQgetvalue(res0, 0, 0)[0] == 't';
+				bool		yes = count_check(st, res0);
 
-				st->checks++;
-				st->checks_true += yes;
 				s->extra++;
 				pending_clear(p);
 				if (yes)
@@ -836,18 +827,9 @@ session_done(Route *r, Session *s)
 					return;
 				}
 				if (st->strat.kind == STRAT_WAIT_PIPE || st->strat.kind == STRAT_MAXSCALE)
-				{
-					int			o = wait_outcome(res0, true);
-
-					st->outcomes[o]++;
-					yes = (o == 0);
-				}
+					yes = count_wait(st, res0, true) == 0;
 				else
-				{
-					yes = PQgetvalue(res0, 0, 0)[0] == 't';
-					st->checks++;
-					st->checks_true += yes;
-				}
+					yes = count_check(st, res0);
 				copy_value(value, sizeof(value), p->res[1]);
 				pending_clear(p);
 				if (yes)
@@ -855,9 +837,7 @@ session_done(Route *r, Session *s)
 				else
 				{
 					/* the follower's row is not trusted: ask the leader */
-					s->extra++;
-					s->extra_leader++;
-					send_read(s, -1);
+					read_on_leader(s);
 				}
 				return;
 			}

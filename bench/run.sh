@@ -30,19 +30,8 @@ PGBENCH_ROUNDS=${PGBENCH_ROUNDS:-10}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-3}
 OUT=${OUT:-bench/results.md}
 
-WORK=$(mktemp -d /tmp/distbench-run.XXXXXX)
-cleanup() {
-    proxy_stop
-    cluster_stop
-    if [ -n "${KEEP_WORK:-}" ]; then mkdir -p "$KEEP_WORK" && cp -r "$WORK"/. "$KEEP_WORK"/; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
 started=$(date +%s)
-echo "== build"
-make -s -C bench PG_CONFIG="$PG_CONFIG"
+bench_begin distbench-run
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 # other busy processes on the machine when the run starts (it may be shared)
