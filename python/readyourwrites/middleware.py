@@ -6,14 +6,14 @@ the context and is recorded under the session's key.  A streaming body,
 sync or async, is produced inside the request's context too.
 """
 import asyncio
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Dict, Iterator
 
 from django.core import signing
 
 from .conf import get_config
 from .context import RoutingContext, activate
 from .leader import finish_context, observe
-from .tokens import Token, parse_token
+from .tokens import Token, format_tokens, parse_tokens
 
 try:
     from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -29,12 +29,14 @@ __all__ = ["ReadYourWritesMiddleware"]
 _COOKIE_SALT = "readyourwrites"
 
 
-def _cookie_token(request: Any, config: Any) -> Any:
+def _cookie_tokens(request: Any, config: Any) -> Dict[str, Token]:
+    """The cookie's token for each cluster (tokens.format_tokens)."""
     try:
-        return parse_token(request.get_signed_cookie(config.cookie_name, default=None, salt=_COOKIE_SALT,
-                                                     max_age=config.cookie_max_age))
+        value = request.get_signed_cookie(config.cookie_name, default=None, salt=_COOKIE_SALT,
+                                          max_age=config.cookie_max_age)
     except (signing.BadSignature, ValueError):
-        return None  # tampered or older than COOKIE_MAX_AGE: demands nothing
+        return {}  # tampered or older than COOKIE_MAX_AGE: demands nothing
+    return {n: t for n, t in parse_tokens(value, config.default.name).items() if config.cluster(n) is not None}
 
 
 class ReadYourWritesMiddleware:
@@ -51,8 +53,9 @@ class ReadYourWritesMiddleware:
         config = get_config()
         ctx = RoutingContext(request=request, key_function=config.key_function())
         if config.enabled and config.token_store == "cookie":
-            ctx.cookie = _cookie_token(request, config)
-            ctx.demand(ctx.cookie)
+            for name, token in _cookie_tokens(request, config).items():
+                ctx.part(name).cookie = token
+                ctx.demand(name, token)
         return ctx
 
     @staticmethod
@@ -64,17 +67,24 @@ class ReadYourWritesMiddleware:
             pass
 
     def _set_cookie(self, ctx: RoutingContext, request: Any, response: Any) -> None:
-        """The highest of the cookie the request came with and its own
-        writes, only on the same timeline, so that a request that wrote
-        less than a concurrent one does not lower it across timelines."""
+        """Per cluster, the highest of the cookie the request came with and
+        its own writes, only on the same timeline, so that a request that
+        wrote less than a concurrent one does not lower it across
+        timelines.  A cluster the request did not write keeps its token."""
         config = get_config()
-        if not config.enabled or config.token_store != "cookie" or ctx.own is None:
+        if not config.enabled or config.token_store != "cookie":
             return
-        came: Any = getattr(ctx, "cookie", None)
-        token: Token = ctx.own
-        if came is not None and came.timeline == token.timeline and came.lsn >= token.lsn:
+        tokens, changed = {}, False
+        for name, part in list(ctx.parts.items()):
+            came, own = part.cookie, part.own
+            if own is not None and not (came is not None and came.timeline == own.timeline and came.lsn >= own.lsn):
+                tokens[name], changed = own, True
+            elif came is not None:
+                tokens[name] = came
+        if not changed:
             return
-        response.set_signed_cookie(config.cookie_name, str(token), salt=_COOKIE_SALT,
+        value = format_tokens(tokens, config.default.name)
+        response.set_signed_cookie(config.cookie_name, value, salt=_COOKIE_SALT,
                                    max_age=config.cookie_max_age, httponly=True, samesite="Lax",
                                    secure=request.is_secure())
 
