@@ -19,6 +19,7 @@ token is taken into the context's part for the leader's cluster.
 """
 import logging
 import threading
+import time
 import weakref
 from typing import Any, Optional
 
@@ -76,7 +77,9 @@ def observe(conn: Any = None) -> Optional[Token]:
         for cluster in config.clusters:
             observe(_leader(cluster))
         return None
-    cluster = config.cluster_of(conn.alias) or config.default
+    cluster = config.cluster_of(conn.alias)
+    if cluster is None or cluster.leader != conn.alias:
+        return None  # watched under other settings: not a leader now, its tokens belong nowhere
     w = watch_leader(conn)
     raw = raw_connection(conn)
     if raw is None:
@@ -163,7 +166,9 @@ def _query(cluster: Any, sql: str, params: Any) -> Any:
     _internal.on = True
     try:
         with conn.cursor() as cur:
+            started = time.monotonic()
             cur.execute(sql, params)
+            state.saw_leader_rtt(cluster.name, (time.monotonic() - started) * 1000.0)  # a round trip, measured
             return cur.fetchone()
     finally:
         _internal.on = False

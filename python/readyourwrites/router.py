@@ -22,7 +22,8 @@
 
 Regions (conf.Config.follower_rtt/leader_rtt): followers are tried nearest
 first (rotating among equally near ones), in steps 3 to 7.  When the
-leader's round trip is known, a follower that covers the token is taken
+leader's round trip is known (from the settings; with REGION set, else as
+measured on the router's own key lookups), a follower that covers the token is taken
 only if it is no farther than the leader, and a follower behind the token
 is waited on (or asked) only if its round trip plus its predicted catch-up
 -- the bytes it lacks over the replay rate it has shown (state.py) -- is
@@ -184,6 +185,8 @@ def route_read(model: Any = None, **hints: Any) -> Optional[str]:
     # nearest first; among equally near, open connections first: their
     # reports cost nothing
     leader_rtt = config.leader_rtt(cluster)
+    if leader_rtt is None and config.region is not None:
+        leader_rtt = state.leader_rtt(cluster.name)  # measured on the router's own lookups, if any yet
     ordered = _nearest(config, cluster, usable)
     ordered.sort(key=lambda a: (config.follower_rtt(cluster, a), connections[a].connection is None))
     behind = []

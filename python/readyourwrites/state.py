@@ -55,6 +55,7 @@ class ProcessState:
         # token -> followers that answered "not yet" for it, newest tokens last
         self._refused: "collections.OrderedDict[Token, frozenset]" = collections.OrderedDict()
         self._all_down: set = set()  # clusters with no usable follower, as last logged
+        self._leader_rtt: Dict[str, float] = {}  # cluster -> measured round trip to its leader, ms
 
     # -- follower positions ------------------------------------------------
     def follower(self, alias: str) -> FollowerState:
@@ -142,6 +143,16 @@ class ProcessState:
             while len(self._refused) > 1024:
                 self._refused.popitem(last=False)
 
+    def saw_leader_rtt(self, cluster: str, ms: float) -> None:
+        """A round trip of the router's own to a leader (a key lookup):
+        a moving average, the newest weighing a fifth."""
+        with self._lock:
+            old = self._leader_rtt.get(cluster)
+            self._leader_rtt[cluster] = ms if old is None else 0.8 * old + 0.2 * ms
+
+    def leader_rtt(self, cluster: str) -> Optional[float]:
+        return self._leader_rtt.get(cluster)
+
     # -- health ------------------------------------------------------------
     def mark_down(self, alias: str, error: BaseException, cooldown: float) -> None:
         f = self.follower(alias)
@@ -194,6 +205,7 @@ class ProcessState:
                     }
                     for a, f in self.followers.items()
                 },
+                "leaders": {c: {"rtt_ms": round(ms, 3)} for c, ms in self._leader_rtt.items()},
             }
 
     def reset(self) -> None:
@@ -203,6 +215,7 @@ class ProcessState:
             self._refused.clear()
             self.counts.clear()
             self._all_down.clear()
+            self._leader_rtt.clear()
 
 
 def _rate(f: FollowerState) -> Optional[float]:

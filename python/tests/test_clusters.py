@@ -11,7 +11,7 @@ import threading
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.core.checks import run_checks
+from django.core.checks import Tags, run_checks
 from django.db import connections
 from django.http import JsonResponse
 from django.test import Client, override_settings
@@ -314,7 +314,7 @@ class Checks(ClustersTestCase):
     def check_ids(self, rw):
         with override_settings(READYOURWRITES=rw):
             reset_config()
-            return {e.id for e in run_checks() if e.id.startswith("readyourwrites.")}
+            return {e.id for e in run_checks(tags=[Tags.compatibility]) if e.id.startswith("readyourwrites.")}
 
     def test_unknown_alias(self):
         rw = clusters()
@@ -448,3 +448,23 @@ class Regions(ClustersTestCase):
             got = Item.objects.get(pk=self.pk)
         self.assertEqual((got.value, got._state.db), (5, "default"))
         self.assertEqual(self.count("waits_deferred"), 0)
+
+    def test_leader_round_trip_measured_when_the_settings_do_not_say(self):
+        """REGION set, no LEADER_RTT_MS or LEADER_REGION: the key lookup
+        the read makes anyway measures the leader's round trip, and the
+        cost model uses it (no rate known: the leader, with no wait)."""
+        from shop.models import Item
+
+        rw = regions()
+        del rw["CLUSTERS"]["users"]["LEADER_RTT_MS"]
+        with override_settings(READYOURWRITES=rw):
+            reset_config()
+            for f in self.cluster.followers:
+                f.pause()
+            with acting_for("jan"):
+                Item.objects.filter(pk=self.pk).update(value=6)
+                got = Item.objects.get(pk=self.pk)
+            self.assertEqual((got.value, got._state.db), (6, "default"))
+            self.assertIsNotNone(readyourwrites.routing_stats()["leaders"]["users"]["rtt_ms"])
+            self.assertEqual(self.count("leader_nearer"), 1)
+            self.assertEqual(self.count("waits_deferred"), 0)
