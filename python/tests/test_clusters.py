@@ -102,7 +102,8 @@ class ShardRouter:
 def _write_both(request, pk, value):
     from shop.models import Item
 
-    request.session["seen"] = True
+    if request.session.session_key is None:
+        request.session["seen"] = True  # a session (a write on users), once
     which = request.GET.get("to", "both")
     if which in ("both", "users"):
         Item.objects.filter(pk=pk).update(value=value)
@@ -275,6 +276,34 @@ class Clusters(ClustersTestCase):
             ryw_celery._on_postrun(task_id="t1")
         self.assertEqual((item.value, group.name), (9, self.g(9)))
         self.assertEqual((item._state.db, group._state.db), ("default", "orders"))
+
+    def test_celery_worker_sees_both_clusters(self):
+        """A real worker (in-memory broker, worker thread) runs a task
+        published inside a context that wrote both clusters; the task has
+        no key of its own: only the header's tokens protect its reads."""
+        from celery import Celery
+        from celery.contrib.testing.worker import start_worker
+        from shop.models import Item
+
+        app = Celery("ryw-clusters", broker="memory://", backend="cache+memory://")
+        app.conf.update(task_always_eager=False, worker_hijack_root_logger=False)
+
+        @app.task(name="ryw.read_both")
+        def read_both(pk):
+            try:
+                item, group = Item.objects.get(pk=pk), Group.objects.get(pk=pk)
+                return [item.value, item._state.db, group.name, group._state.db]
+            finally:
+                connections.close_all()
+
+        self.pause_all()
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            with acting_for("kim"):
+                Item.objects.filter(pk=self.pk).update(value=31)
+                Group.objects.filter(pk=self.pk).update(name=self.g(31))
+                result = read_both.delay(self.pk)
+            got = result.get(timeout=30)
+        self.assertEqual(got, [31, "default", self.g(31), "orders"])
 
     def test_user_router_names_the_cluster(self):
         """The user's router sends the orders shard's Items to the orders
