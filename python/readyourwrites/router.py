@@ -102,14 +102,15 @@ def _in_event_loop() -> bool:
 
 def _user_choice(model: Any, hints: Any) -> Optional[str]:
     """The alias the user's own routers send a write of model to (the
-    first that has an opinion, as Django asks them), or None."""
+    first with an opinion, asked as django.db.utils.ConnectionRouter asks
+    them), or None."""
     for r in django_router.routers:
         if isinstance(r, ReadYourWritesRouter):
             continue
         method = getattr(r, "db_for_write", None)
         if method is not None:
             alias = method(model, **hints)
-            if alias is not None:
+            if alias:
                 return alias
     return None
 

@@ -200,7 +200,7 @@ class ProcessState:
                         "lag_bytes": f.lag_bytes,
                         "down": f.down_until > time.monotonic(),
                         "failures": f.failures,
-                        "replay_rate": _rate(f),
+                        "replay_rate": None if _rate(f) is None else round(_rate(f)),  # bytes/s
                         "last_error": f.last_error,
                     }
                     for a, f in self.followers.items()

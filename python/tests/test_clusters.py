@@ -329,6 +329,22 @@ class Clusters(ClustersTestCase):
             self.assertEqual(got.value, 0)
             self.assertIn(got._state.db, ("replica1", "replica2"))
 
+    def test_status_command_shows_every_cluster(self):
+        import io
+        import json
+
+        from django.core.management import call_command
+
+        out = io.StringIO()
+        call_command("readyourwrites_status", "--json", stdout=out)
+        dbs = json.loads(out.getvalue())["databases"]
+        self.assertEqual({a: (e["configured_as"], e.get("cluster")) for a, e in dbs.items()},
+                         {"default": ("leader", "users"), "replica1": ("follower", "users"),
+                          "replica2": ("follower", "users"), "orders": ("leader", "orders"),
+                          "orders_r1": ("follower", "orders")})
+        self.assertIn("bytes_behind_leader", dbs["orders_r1"])
+        self.assertFalse(dbs["orders_r1"]["stats"]["role"] == dbs["orders"]["stats"]["role"])
+
     def test_flat_settings_are_one_cluster(self):
         with override_settings(READYOURWRITES={"LEADER": "default", "FOLLOWERS": ["replica1", "replica2"]}):
             reset_config()
