@@ -7,7 +7,8 @@
 
 Needs the distributed extension, preloaded, on the leader and followers.
 """
-from .api import acting_for, carry_context, current_token, record_under, use_follower, use_leader
+from .api import (acting_for, carry_context, current_token, current_tokens, record_under, use_follower,
+                  use_leader)
 from .context import hash_key
 from .middleware import ReadYourWritesMiddleware
 from .router import FollowerNotReady, ReadYourWritesRouter
@@ -23,6 +24,7 @@ __all__ = [
     "use_follower",
     "carry_context",
     "current_token",
+    "current_tokens",
     "record_under",
     "hash_key",
     "routing_stats",

@@ -8,13 +8,15 @@ decoration time: its body would run after the scope closed.
 import contextvars
 import functools
 import inspect
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
+from .conf import get_config
 from .context import RoutingContext, _current, activate, current, hash_key, hash_keys
 from .leader import finish_context, needed_token
 from .tokens import Token, parse_token
 
-__all__ = ["acting_for", "use_leader", "use_follower", "carry_context", "current_token", "record_under"]
+__all__ = ["acting_for", "use_leader", "use_follower", "carry_context", "current_token", "current_tokens",
+           "record_under"]
 
 
 class _Scope:
@@ -63,17 +65,16 @@ class acting_for(_Scope):
         @acting_for(session_key, token=token)  # also demand a known token
         async def task(...): ...
 
+    `token` is a Token or its text (the first cluster's), or a dict
+    {cluster name: token} (what current_tokens() returns).
     `hashed=True` passes a key already hashed with hash_key().
     """
 
     def __init__(self, key: Optional[str] = None, *, token: Any = None, hashed: bool = False):
         self.keys = None if not key else ((key,) if hashed else hash_keys(key))
-        if isinstance(token, str):
-            parsed = parse_token(token)
-            if parsed is None:
-                raise ValueError("not a token: %r (expected '<timeline>:<lsn>')" % token)
-            token = parsed
-        self.token = token
+        if token is not None and not isinstance(token, dict):
+            token = {None: token}
+        self.token = {name: _token(t) for name, t in (token or {}).items() if t is not None}
         self._stack: list = []
 
     def _fresh(self) -> "acting_for":
@@ -83,7 +84,11 @@ class acting_for(_Scope):
 
     def __enter__(self) -> RoutingContext:
         parent = _current.get()
-        ctx = RoutingContext(fixed_keys=self.keys or (), token=self.token).inherit(parent)
+        ctx = RoutingContext(fixed_keys=self.keys or ()).inherit(parent)
+        if self.token:
+            default = get_config().default.name
+            for name, token in self.token.items():
+                ctx.demand(name or default, token)
         self._stack.append((_current.set(ctx), ctx, parent))
         return ctx
 
@@ -162,10 +167,34 @@ def carry_context(func: Callable) -> Callable:
     return inner
 
 
-def current_token() -> Optional[Token]:
-    """The highest token the current code must see (its own writes
-    included); None when there is none.  May look the key up on the leader."""
-    return needed_token(current())
+def _token(token: Any) -> Token:
+    if isinstance(token, str):
+        parsed = parse_token(token)
+        if parsed is None:
+            raise ValueError("not a token: %r (expected '<timeline>:<lsn>')" % token)
+        return parsed
+    return token
+
+
+def current_token(cluster: Optional[str] = None) -> Optional[Token]:
+    """The highest token the current code must see on cluster (default:
+    the first; its own writes included); None when there is none.  May
+    look the key up on the leader."""
+    config = get_config()
+    c = config.cluster(cluster) if cluster is not None else config.default
+    if c is None:
+        raise ValueError("no cluster named %r in READYOURWRITES" % cluster)
+    return needed_token(current(), c)
+
+
+def current_tokens() -> Dict[str, Token]:
+    """current_token() of every cluster that has one: {name: token}."""
+    found = {}
+    for c in get_config().clusters:
+        token = needed_token(current(), c)
+        if token is not None:
+            found[c.name] = token
+    return found
 
 
 def record_under(raw_key: str) -> None:

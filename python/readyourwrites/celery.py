@@ -1,8 +1,9 @@
 """Celery: a task sees what the code that enqueued it had to see.
 
 When a task is published inside a routing context (a request, acting_for),
-the context's token -- signed, never a session key -- travels in a message
-header; the worker opens a context demanding that token around the task.
+the context's tokens, one per cluster -- signed, never a session key --
+travel in a message header; the worker opens a context demanding them
+around the task.
 Connected when the app is ready if Celery is installed.
 """
 from typing import Any, Dict
@@ -10,8 +11,10 @@ from typing import Any, Dict
 from celery.signals import before_task_publish, task_postrun, task_prerun
 from django.core import signing
 
-from .api import acting_for, current_token
+from .api import acting_for, current_tokens
+from .conf import get_config
 from .context import current, thread_own
+from .tokens import format_tokens, parse_tokens
 
 HEADER = "readyourwrites_token"
 _SALT = "readyourwrites.celery"
@@ -20,14 +23,14 @@ _open: Dict[str, Any] = {}
 
 
 def _on_publish(headers: Any = None, **kwargs: Any) -> None:
-    if headers is None or (current() is None and thread_own() is None):
+    if headers is None or (current() is None and not thread_own()):
         return
     try:
-        token = current_token()
+        tokens = current_tokens()
     except Exception:
-        return  # the leader did not answer: publish anyway, the task reads from the leader on its own
-    if token is not None:
-        headers[HEADER] = signing.dumps(str(token), salt=_SALT)
+        return  # a leader did not answer: publish anyway, the task reads from the leader on its own
+    if tokens:
+        headers[HEADER] = signing.dumps(format_tokens(tokens, get_config().default.name), salt=_SALT)
 
 
 def _header(task: Any) -> Any:
@@ -43,8 +46,10 @@ def _on_prerun(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
     if not value:
         return
     try:
-        token = signing.loads(value, salt=_SALT, max_age=MAX_AGE)
-        scope = acting_for(token=token)
+        text = signing.loads(value, salt=_SALT, max_age=MAX_AGE)
+        config = get_config()
+        tokens = {n: t for n, t in parse_tokens(text, config.default.name).items() if config.cluster(n)}
+        scope = acting_for(token=tokens)
     except (signing.BadSignature, ValueError):
         return
     scope.__enter__()

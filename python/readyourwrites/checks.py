@@ -12,14 +12,22 @@ _SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> List[Any]:
-    from .conf import reset_config, get_config
+    from .conf import _clusters, get_config, problems, reset_config
 
     errors: List[Any] = []
     reset_config()
+    # the clusters' aliases and apps, each problem under its own id
+    found = []
+    try:
+        found = problems(_clusters(dict(getattr(settings, "READYOURWRITES", {}))))
+    except ImproperlyConfigured:
+        pass  # told below, as E001
+    errors.extend(Error(message, id=code) for code, message in found)
     try:
         get_config()
     except ImproperlyConfigured as e:
-        errors.append(Error(str(e), id="readyourwrites.E001"))
+        if str(e) not in {message for _, message in found}:
+            errors.append(Error(str(e), id="readyourwrites.E001"))
     middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
     mw = [m for m in middleware if m in (_MIDDLEWARE, "readyourwrites.middleware.ReadYourWritesMiddleware")]
     if not mw:

@@ -1,9 +1,9 @@
 """Per-request and per-task routing state, in a contextvar.  No queries.
 
 A context knows whose writes the current code must see (its session key),
-the highest token it must see (from the token store, explicit arguments,
-the key's lookup, and its own commits), and which keys its own commits
-were recorded under.  Async views and tasks get their own context; sync
+and for each cluster the highest token it must see (from the token store,
+explicit arguments, the key's lookup, and its own commits) and which keys
+its own commits were recorded under.  Async views and tasks get their own context; sync
 code run through sync_to_async shares its caller's, and carry_context()
 hands it to a thread.  A context opened inside another inherits what the
 outer one must see and hands its own writes back when it ends.
@@ -18,7 +18,7 @@ from django.utils.crypto import salted_hmac
 
 from .tokens import Token
 
-__all__ = ["RoutingContext", "current", "activate", "hash_key", "hash_keys"]
+__all__ = ["RoutingContext", "ClusterPart", "current", "activate", "hash_key", "hash_keys"]
 
 _SALT = "readyourwrites.session-key"
 _hash_cache: Dict[Tuple[str, Any], str] = {}
@@ -58,18 +58,26 @@ def forget_hashes() -> None:
 
 
 @dataclass
+class ClusterPart:
+    """What a context must see on one cluster: tokens of different leaders
+    are positions in different WAL streams and are never compared."""
+
+    token: Optional[Token] = None  # at least this must be visible
+    cookie: Optional[Token] = None  # what the request's token cookie said
+    own: Optional[Token] = None  # the highest commit of the context's own
+    keys_written: Dict[str, Token] = field(default_factory=dict)  # key in force -> highest own commit under it
+    keys_looked_up: Dict[str, Optional[Token]] = field(default_factory=dict)
+    routed_write: bool = False  # db_for_write was asked for this cluster
+
+
+@dataclass
 class RoutingContext:
     request: Any = None
     key_function: Optional[Callable[[Any], Optional[str]]] = None
     fixed_keys: Optional[Tuple[str, ...]] = None  # already hashed, current first
-    token: Optional[Token] = None  # at least this must be visible
-    cookie: Optional[Token] = None  # what the request's token cookie said
-    browser_key: Optional[str] = None  # TOKEN_STORE "cookie": the browser's random key (raw)
-    own: Optional[Token] = None  # the highest commit of the context's own
-    keys_written: Dict[str, Token] = field(default_factory=dict)  # key in force -> highest own commit under it
-    keys_looked_up: Dict[str, Optional[Token]] = field(default_factory=dict)
+    browser_key: Optional[str] = None  # TOKEN_STORE "cookie": the browser's random key (raw), all clusters
+    parts: Dict[str, ClusterPart] = field(default_factory=dict)  # by cluster name
     also_record: Set[str] = field(default_factory=set)  # hashed keys named by record_under()
-    routed_write: bool = False  # db_for_write was asked
     leader_depth: int = 0
     follower_depth: int = 0
     _resolving: Set[int] = field(default_factory=set, repr=False)  # threads finding the key now
@@ -79,6 +87,17 @@ class RoutingContext:
     def _in_key(self) -> bool:
         """Is this thread finding the context's key (in the key function)?"""
         return threading.get_ident() in self._resolving
+
+    def part(self, cluster: str) -> ClusterPart:
+        p = self.parts.get(cluster)
+        if p is None:
+            with self._lock:
+                p = self.parts.setdefault(cluster, ClusterPart())
+        return p
+
+    def tokens(self) -> Dict[str, Token]:
+        """The token to see on each cluster that has one."""
+        return {name: p.token for name, p in list(self.parts.items()) if p.token is not None}
 
     def keys(self) -> Tuple[str, ...]:
         """The hashed session key (and its fallback hashes), computed when
@@ -109,54 +128,67 @@ class RoutingContext:
         keys = self.keys()
         return keys[0] if keys else None
 
-    def demand(self, token: Optional[Token]) -> None:
-        """The context must see at least token."""
+    def demand(self, cluster: str, token: Optional[Token]) -> None:
+        """The context must see at least token on cluster."""
         if token is not None:
+            p = self.part(cluster)
             with self._lock:
-                if self.token is None or token > self.token:
-                    self.token = token
+                if p.token is None or token > p.token:
+                    p.token = token
 
-    def committed(self, token: Token, key: Optional[str]) -> None:
-        """A commit of the context's own, made with key in force on the
-        leader.  Called only by leader.observe()."""
-        self.demand(token)
+    def committed(self, cluster: str, token: Token, key: Optional[str]) -> None:
+        """A commit of the context's own on cluster's leader, made with key
+        in force.  Called only by leader.observe()."""
+        self.demand(cluster, token)
+        p = self.part(cluster)
         with self._lock:
-            if self.own is None or token > self.own:
-                self.own = token
-            if key and (key not in self.keys_written or token > self.keys_written[key]):
-                self.keys_written[key] = token
+            if p.own is None or token > p.own:
+                p.own = token
+            if key and (key not in p.keys_written or token > p.keys_written[key]):
+                p.keys_written[key] = token
 
     def inherit(self, parent: Optional["RoutingContext"]) -> "RoutingContext":
         if parent is not None:
-            self.demand(parent.token)
+            for name, token in parent.tokens().items():
+                self.demand(name, token)
             self.leader_depth += parent.leader_depth
             self.follower_depth += parent.follower_depth
         return self
 
     def hand_back(self, parent: Optional["RoutingContext"]) -> None:
-        if parent is not None and self.own is not None:
-            parent.demand(self.own)
+        if parent is None:
+            return
+        for name, p in list(self.parts.items()):
+            if p.own is None:
+                continue
+            parent.demand(name, p.own)
+            q = parent.part(name)
             with parent._lock:
-                if parent.own is None or self.own > parent.own:
-                    parent.own = self.own
+                if q.own is None or p.own > q.own:
+                    q.own = p.own
 
 
 _current: ContextVar[Optional[RoutingContext]] = ContextVar("readyourwrites_context", default=None)
-_thread = threading.local()  # .own: this thread's last commit outside any context
+_thread = threading.local()  # .own: cluster -> this thread's last commit outside any context
 
 
 def current() -> Optional[RoutingContext]:
     return _current.get()
 
 
-def thread_own() -> Optional[Token]:
-    return getattr(_thread, "own", None)
+def thread_own(cluster: Optional[str] = None) -> Any:
+    """This thread's last commit on cluster outside any context; with no
+    cluster named, every cluster's (a dict)."""
+    own = getattr(_thread, "own", None) or {}
+    return dict(own) if cluster is None else own.get(cluster)
 
 
-def set_thread_own(token: Token) -> None:
+def set_thread_own(cluster: str, token: Token) -> None:
     own = getattr(_thread, "own", None)
-    if own is None or token > own:
-        _thread.own = token
+    if own is None:
+        own = _thread.own = {}
+    if cluster not in own or token > own[cluster]:
+        own[cluster] = token
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The leader connection: the one place a commit's token enters a context.
+"""The leader connections: the one place a commit's token enters a context.
 
 The extension reports every commit's token in the ParameterStatus value
 distributed.last_commit, with the reply that committed.  observe() reads
@@ -13,9 +13,13 @@ The same wrapper puts the current context's key in force before every
 statement, so every commit is recorded under the right key by the server,
 and a key left on a saved or pooled connection by an earlier request is
 replaced (or cleared) before it can record this one's writes.
+
+With several clusters each leader connection is watched the same way; a
+token is taken into the context's part for the leader's cluster.
 """
 import logging
 import threading
+import time
 import weakref
 from typing import Any, Optional
 
@@ -59,14 +63,23 @@ def watch_leader(conn: Any) -> _Watch:
     return w
 
 
-def _leader() -> Any:
-    return connections[get_config().leader]
+def _leader(cluster: Any) -> Any:
+    return connections[cluster.leader]
 
 
 def observe(conn: Any = None) -> Optional[Token]:
     """Take a commit the leader connection reported since last looked:
-    the only place a commit's token enters a context.  No query."""
-    conn = conn if conn is not None else _leader()
+    the only place a commit's token enters a context.  No query.  With
+    no connection named, every cluster's leader connection (of this
+    thread) is looked at."""
+    config = get_config()
+    if conn is None:
+        for cluster in config.clusters:
+            observe(_leader(cluster))
+        return None
+    cluster = config.cluster_of(conn.alias)
+    if cluster is None or cluster.leader != conn.alias:
+        return None  # watched under other settings: not a leader now, its tokens belong nowhere
     w = watch_leader(conn)
     raw = raw_connection(conn)
     if raw is None:
@@ -82,12 +95,12 @@ def observe(conn: Any = None) -> Optional[Token]:
     token = parse_token(reported)
     if token is None:
         return None
-    state.saw_leader_at(token)
+    state.saw_leader_at(cluster.name, token)
     ctx = current()
     if ctx is not None:
-        ctx.committed(token, w.key)
+        ctx.committed(cluster.name, token, w.key)
     else:
-        set_thread_own(token)
+        set_thread_own(cluster.name, token)
     return token
 
 
@@ -148,57 +161,62 @@ class _LeaderWrapper:
                 transaction.on_commit(_after_commit, using=self.alias)
 
 
-def _query(sql: str, params: Any) -> Any:
-    conn = _leader()
+def _query(cluster: Any, sql: str, params: Any) -> Any:
+    conn = _leader(cluster)
     _internal.on = True
     try:
         with conn.cursor() as cur:
+            started = time.monotonic()
             cur.execute(sql, params)
+            state.saw_leader_rtt(cluster.name, (time.monotonic() - started) * 1000.0)  # a round trip, measured
             return cur.fetchone()
     finally:
         _internal.on = False
         observe(conn)
 
 
-def _own_token_asked(config: Any) -> Optional[Token]:
+def _own_token_asked(config: Any, cluster: Any) -> Optional[Token]:
     """The token of the context's writes when no ParameterStatus arrives
     (a proxy that drops it): on a direct connection, its own last commit;
     behind a transaction pooler, the leader's WAL insert position, which is
     at or past every commit that has returned."""
     state.count("token_queries")
     if config.pooler == "transaction":
-        row = _query("SELECT distributed.token_timeline(distributed.replay_position())::text"
+        row = _query(cluster, "SELECT distributed.token_timeline(distributed.replay_position())::text"
                      " || ':' || pg_catalog.pg_current_wal_insert_lsn()::text", [])
     else:
-        row = _query("SELECT distributed.last_commit()", [])
+        row = _query(cluster, "SELECT distributed.last_commit()", [])
     return parse_token(row[0])
 
 
-def needed_token(ctx: Optional[RoutingContext]) -> Optional[Token]:
-    """The highest token the current code must see: its own commits, and
-    its key's last write (looked up on the leader once per key and context,
-    under every hash of a secret rotation; the highest answer wins)."""
+def needed_token(ctx: Optional[RoutingContext], cluster: Any = None) -> Optional[Token]:
+    """The highest token the current code must see on cluster (default:
+    the first): its own commits there, and its key's last write on that
+    cluster's leader (looked up once per key, cluster and context, under
+    every hash of a secret rotation; the highest answer wins)."""
     config = get_config()
-    observe()
+    cluster = cluster if cluster is not None else config.default
+    observe(_leader(cluster))
     if ctx is None:
-        return thread_own()
-    if ctx.routed_write and ctx.own is None and \
-            drivers.parameter_status(raw_connection(_leader()), "distributed.last_commit") is None:
-        token = _own_token_asked(config)
+        return thread_own(cluster.name)
+    part = ctx.part(cluster.name)
+    if part.routed_write and part.own is None and \
+            drivers.parameter_status(raw_connection(_leader(cluster)), "distributed.last_commit") is None:
+        token = _own_token_asked(config, cluster)
         if token is not None:
-            ctx.committed(token, None)
+            ctx.committed(cluster.name, token, None)
     # (with TOKEN_STORE "cookie" the keys are the browser's own key)
-    keys = [k for k in ctx.keys() if k not in ctx.keys_looked_up]
+    keys = [k for k in ctx.keys() if k not in part.keys_looked_up]
     if keys:
-        row = _query("SELECT array_agg(distributed.session_token(k)::text) FROM unnest(%s::text[]) AS k",
-                     [keys])
+        row = _query(cluster, "SELECT array_agg(distributed.session_token(k)::text) "
+                     "FROM unnest(%s::text[]) AS k", [keys])
         found = [parse_token(t) for t in (row[0] or [])]
         state.count("lookups")
         for k, t in zip(keys, found):
-            ctx.keys_looked_up[k] = t
-            state.saw_leader_at(t)
-            ctx.demand(t)
-    return ctx.token
+            part.keys_looked_up[k] = t
+            state.saw_leader_at(cluster.name, t)
+            ctx.demand(cluster.name, t)
+    return part.token
 
 
 def record_under(ctx: RoutingContext) -> None:
@@ -207,25 +225,32 @@ def record_under(ctx: RoutingContext) -> None:
     recorded commit is below the context's own (a write behind a
     transaction pooler outside a transaction, a login that changed the key
     after the write), and keys named by readyourwrites.record_under()."""
-    own = ctx.own
-    if own is None:
+    config = get_config()
+    if not config.enabled:
         return
-    keys = set(ctx.also_record)
-    final = ctx.key()
-    if final:
-        keys.add(final)
-    keys = sorted(k for k in keys if not (k in ctx.keys_written and ctx.keys_written[k] >= own))
-    if not keys:
         return
-    try:
-        _query("SELECT count(distributed.record(k, %s)) FROM unnest(%s::text[]) AS k", [str(own), keys])
-        state.count("records", len(keys))
-        for k in keys:
-            ctx.keys_written[k] = own
-    except Exception as e:
-        logger.warning("could not record the context's writes under its key (%s); "
-                       "grant EXECUTE on distributed.record(text, text) to this role", e)
-        state.count("record_failed")
+    for cluster in config.clusters:
+        part = ctx.parts.get(cluster.name)
+        own = part.own if part is not None else None
+        if own is None:
+            continue  # no write on this cluster
+        keys = set(ctx.also_record)
+        final = ctx.key()
+        if final:
+            keys.add(final)
+        keys = sorted(k for k in keys if not (k in part.keys_written and part.keys_written[k] >= own))
+        if not keys:
+            continue
+        try:
+            _query(cluster, "SELECT count(distributed.record(k, %s)) FROM unnest(%s::text[]) AS k",
+                   [str(own), keys])
+            state.count("records", len(keys))
+            for k in keys:
+                part.keys_written[k] = own
+        except Exception as e:
+            logger.warning("could not record the context's writes under its key on %s (%s); "
+                           "grant EXECUTE on distributed.record(text, text) to this role", cluster.leader, e)
+            state.count("record_failed")
 
 
 def finish_context(ctx: Optional[RoutingContext], in_loop: bool = False) -> None:
@@ -235,7 +260,7 @@ def finish_context(ctx: Optional[RoutingContext], in_loop: bool = False) -> None
     if ctx is None or not get_config().enabled:
         return
     if in_loop:
-        if ctx.own is not None and (ctx.also_record or ctx.routed_write):
+        if any(p.own is not None and (ctx.also_record or p.routed_write) for p in list(ctx.parts.values())):
             state.count("record_skipped")
         return
     try:

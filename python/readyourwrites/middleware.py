@@ -7,14 +7,14 @@ sync or async, is produced inside the request's context too.
 """
 import asyncio
 import secrets
-from typing import Any, Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from django.core import signing
 
 from .conf import get_config
 from .context import RoutingContext, activate, hash_key, hash_keys
 from .leader import finish_context, observe
-from .tokens import Token, parse_token
+from .tokens import Token, format_tokens, parse_tokens
 
 try:
     from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -30,18 +30,20 @@ __all__ = ["ReadYourWritesMiddleware"]
 _COOKIE_SALT = "readyourwrites"
 
 
-def _read_cookie(request: Any, config: Any) -> Tuple[Optional[str], Optional[Token]]:
-    """The browser's key and token from the signed cookie "<key>|<token>"
-    (a cookie of version 0.2.0 holds the token alone)."""
+def _read_cookie(request: Any, config: Any) -> Tuple[Optional[str], Dict[str, Token]]:
+    """The browser's key and each cluster's token from the signed cookie
+    "<key>|<tokens>" (tokens.format_tokens; a cookie of version 0.2.0
+    holds one token alone)."""
     try:
         value = request.get_signed_cookie(config.cookie_name, default=None, salt=_COOKIE_SALT,
                                           max_age=config.cookie_max_age)
     except (signing.BadSignature, ValueError):
-        return None, None  # tampered or older than COOKIE_MAX_AGE: demands nothing
+        return None, {}  # tampered or older than COOKIE_MAX_AGE: demands nothing
     if not value:
-        return None, None
-    key, _, token = value.rpartition("|")
-    return key or None, parse_token(token)
+        return None, {}
+    key, _, tokens = value.rpartition("|")
+    return key or None, {n: t for n, t in parse_tokens(tokens, config.default.name).items()
+                         if config.cluster(n) is not None}
 
 
 class ReadYourWritesMiddleware:
@@ -59,12 +61,15 @@ class ReadYourWritesMiddleware:
         ctx = RoutingContext(request=request, key_function=config.key_function())
         if config.enabled and config.token_store == "cookie":
             # The browser's key, not the session's: its writes are recorded
-            # under it (the leader's map keeps the highest), and a lookup
-            # finds what a concurrent request of the same browser wrote
-            # after this cookie was set.  The token is demanded at once.
-            ctx.browser_key, ctx.cookie = _read_cookie(request, config)
+            # under it on each cluster's leader (whose map keeps the
+            # highest), and a lookup finds what a concurrent request of the
+            # same browser wrote after this cookie was set.  The tokens are
+            # demanded at once.
+            ctx.browser_key, tokens = _read_cookie(request, config)
             ctx.fixed_keys = hash_keys(ctx.browser_key) if ctx.browser_key else ()
-            ctx.demand(ctx.cookie)
+            for name, token in tokens.items():
+                ctx.part(name).cookie = token
+                ctx.demand(name, token)
         return ctx
 
     @staticmethod
@@ -76,8 +81,9 @@ class ReadYourWritesMiddleware:
             pass
 
     def _set_cookie(self, ctx: RoutingContext, request: Any, response: Any) -> None:
-        """After a write: the browser's key and the highest of the token
-        the request came with and its own writes (on the same timeline).
+        """After a write: the browser's key and, per cluster, the highest of
+        the token the request came with and its own writes (on the same
+        timeline); a cluster the request did not write keeps its token.
 
         Two concurrent requests of one browser may still answer in any
         order and the browser keeps the last cookie, perhaps the lower
@@ -85,24 +91,28 @@ class ReadYourWritesMiddleware:
         their writes are recorded under it, so the next request's lookup
         answers the higher.  A browser without the cookie gets a new
         random key, and the request's writes are recorded under it when
-        it ends (one query)."""
+        it ends (one query per cluster written)."""
         config = get_config()
-        if not config.enabled or config.token_store != "cookie" or ctx.own is None:
+        if not config.enabled or config.token_store != "cookie":
             return
-        came: Any = getattr(ctx, "cookie", None)
-        token: Token = ctx.own
-        higher_came = came is not None and came.timeline == token.timeline and came.lsn >= token.lsn
-        if higher_came:
-            token = came
+        tokens, changed = {}, False
+        for name, part in list(ctx.parts.items()):
+            came, own = part.cookie, part.own
+            if own is not None and not (came is not None and came.timeline == own.timeline and came.lsn >= own.lsn):
+                tokens[name], changed = own, True
+            elif came is not None:
+                tokens[name] = came
         key = ctx.browser_key
         if key is None:
+            if not any(p.own is not None for p in list(ctx.parts.values())):
+                return  # nothing written: no cookie yet
             key = ctx.browser_key = secrets.token_urlsafe(18)
             ctx.also_record.add(hash_key(key))  # by finish_context, after this
-        elif higher_came:
+        elif not changed:
             return  # the cookie stands
-        response.set_signed_cookie(config.cookie_name, "%s|%s" % (key, token), salt=_COOKIE_SALT,
-                                   max_age=config.cookie_max_age, httponly=True, samesite="Lax",
-                                   secure=request.is_secure())
+        response.set_signed_cookie(config.cookie_name, "%s|%s" % (key, format_tokens(tokens, config.default.name)),
+                                   salt=_COOKIE_SALT, max_age=config.cookie_max_age, httponly=True,
+                                   samesite="Lax", secure=request.is_secure())
 
     def _stream(self, ctx: RoutingContext, response: Any) -> None:
         content = response.streaming_content

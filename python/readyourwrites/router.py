@@ -1,6 +1,10 @@
 """The database router: route_read() decides every read.
 
-1. ENABLED off, or a model of an app the router does not own: no opinion;
+0. The model's cluster: the one of the alias the user's own routers give
+   for a write of it (their db_for_write), else the one naming its app in
+   APPS, else the one without APPS.  Everything below is that cluster's:
+   its leader, its followers, the context's token for it;
+1. ENABLED off, or a model no cluster owns: no opinion;
 2. inside a transaction on the leader, or under use_leader(): the leader;
 3. under use_follower(): any usable follower (staleness accepted);
 4. no token to honour (no key, no write): any usable follower, in turn;
@@ -16,6 +20,16 @@
    (distributed.is_replayed, or CALL distributed.wait_for for POLICY "wait");
 8. otherwise the policy: the leader, or FollowerNotReady.
 
+Regions (conf.Config.follower_rtt/leader_rtt): followers are tried nearest
+first (rotating among equally near ones), in steps 3 to 7.  When the
+leader's round trip is known (from the settings; with REGION set, else as
+measured on the router's own key lookups), a follower that covers the token is taken
+only if it is no farther than the leader, and a follower behind the token
+is waited on (or asked) only if its round trip plus its predicted catch-up
+-- the bytes it lacks over the replay rate it has shown (state.py) -- is
+less than the leader's round trip; with no rate known, none is predicted
+to catch up and the read goes to the leader ("leader_nearer").
+
 Every round trip the router adds to a read is counted as
 "extra_round_trips" in routing_stats().
 
@@ -30,7 +44,7 @@ import time
 import weakref
 from typing import Any, List, Optional
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, router as django_router
 from django.db.backends.signals import connection_created
 
 from . import drivers
@@ -56,11 +70,13 @@ def reads_moved_to_leader() -> int:
     return getattr(_moved, "n", 0)
 
 
-def _move(context: Any, sql: str, params: Any, many: bool) -> Any:
-    """Run a read routed to a follower on the leader instead."""
+def _move(alias: str, context: Any, sql: str, params: Any, many: bool) -> Any:
+    """Run a read routed to follower alias on its leader instead."""
     _moved.n = getattr(_moved, "n", 0) + 1
     state.count("moved_to_leader")
-    return drivers.run_elsewhere(connections[get_config().leader], context, sql, params, many)
+    config = get_config()
+    cluster = config.cluster_of(alias) or config.default
+    return drivers.run_elsewhere(connections[cluster.leader], context, sql, params, many)
 
 
 class FollowerNotReady(Exception):
@@ -84,61 +100,121 @@ def _in_event_loop() -> bool:
     return True
 
 
-def _owned(config: Any, model: Any, hints: Any) -> bool:
-    if config.apps is not None and model is not None and model._meta.app_label not in config.apps:
-        return False
+def _user_choice(model: Any, hints: Any) -> Optional[str]:
+    """The alias the user's own routers send a write of model to (the
+    first with an opinion, asked as django.db.utils.ConnectionRouter asks
+    them), or None."""
+    for r in django_router.routers:
+        if isinstance(r, ReadYourWritesRouter):
+            continue
+        method = getattr(r, "db_for_write", None)
+        if method is not None:
+            alias = method(model, **hints)
+            if alias:
+                return alias
+    return None
+
+
+def _cluster_for(config: Any, model: Any, hints: Any) -> Any:
+    """The cluster that owns a read or write of model, or None (no opinion)."""
+    chosen = _user_choice(model, hints) if model is not None else None
+    if chosen is not None:
+        cluster = config.cluster_of(chosen)
+    elif model is not None:
+        cluster = config.cluster_of_app(model._meta.app_label)
+    else:
+        cluster = config.default
     instance = hints.get("instance")
     db = getattr(getattr(instance, "_state", None), "db", None)
-    return db is None or db == config.leader or db in config.followers
+    if cluster is not None and db is not None and db not in cluster.aliases():
+        return None  # an instance from a database of another cluster, or none of ours
+    return cluster
+
+
+def _nearest(config: Any, cluster: Any, aliases: List[str]) -> List[str]:
+    """Followers by expected round trip, nearest first, rotated among
+    equally near ones (with no regions set: all, rotated)."""
+    rotated = _rotated(aliases)
+    rotated.sort(key=lambda a: config.follower_rtt(cluster, a))
+    return rotated
+
+
+def _predicted_ms(config: Any, cluster: Any, alias: str, token: Token) -> float:
+    """Expected cost of a read on alias after it catches up with token:
+    its round trip plus the bytes it lacks over its replay rate.  Infinite
+    when its position or rate is unknown: no wait is bet on a guess."""
+    pos = _reported(alias, config)
+    rate = state.replay_rate(alias)
+    if pos is None or pos.timeline != token.timeline or not rate:
+        return float("inf")
+    return config.follower_rtt(cluster, alias) + max(0, token.lsn - pos.lsn) * 1000.0 / rate
 
 
 def route_read(model: Any = None, **hints: Any) -> Optional[str]:
     """The one function that decides where a read goes (None: no opinion)."""
     config = get_config()
-    if not config.enabled or not _owned(config, model, hints):
+    if not config.enabled:
+        return None
+    cluster = _cluster_for(config, model, hints)
+    if cluster is None:
         return None
     ctx = current()
     if ctx is not None and ctx.leader_depth > 0:
-        return config.leader
-    leader = connections[config.leader]
+        return cluster.leader
+    leader = connections[cluster.leader]
     if leader.in_atomic_block or (leader.connection is not None and not leader.autocommit):
-        return config.leader  # a transaction stays on one database
+        return cluster.leader  # a transaction stays on one database
     if _in_event_loop():
         state.count("fallback_event_loop")
-        return config.leader  # no query may run on the loop; the leader is always right
-    usable = _usable(config)
-    state.note_usable(usable)
+        return cluster.leader  # no query may run on the loop; the leader is always right
+    usable = _usable(config, cluster)
+    state.note_usable(cluster.name, usable)
     if not usable:
         state.count("fallback_no_follower")
-        return config.leader
+        return cluster.leader
     if ctx is not None and ctx.follower_depth > 0:
-        return _connect_first(_rotated(usable), config) or config.leader
+        return _connect_first(_nearest(config, cluster, usable), config) or cluster.leader
     try:
-        token = needed_token(ctx)
+        token = needed_token(ctx, cluster)
     except Exception as e:  # a DatabaseError, or InterfaceError on a closed connection
         logger.warning("token lookup on the leader failed (%s); reading from the leader", e)
         state.count("fallback_lookup_failed")
-        return config.leader
+        return cluster.leader
     if token is None:
-        return _connect_first(_rotated(usable), config) or config.leader
+        return _connect_first(_nearest(config, cluster, usable), config) or cluster.leader
 
-    # open connections first: their reports cost nothing
-    ordered = _rotated(usable)
-    ordered.sort(key=lambda a: connections[a].connection is None)
+    # nearest first; among equally near, open connections first: their
+    # reports cost nothing
+    leader_rtt = config.leader_rtt(cluster)
+    if leader_rtt is None and config.region is not None:
+        leader_rtt = state.leader_rtt(cluster.name)  # measured on the router's own lookups, if any yet
+    ordered = _nearest(config, cluster, usable)
+    ordered.sort(key=lambda a: (config.follower_rtt(cluster, a), connections[a].connection is None))
     behind = []
     for alias in ordered:
         if _connect_first([alias], config) is None:
             continue
         pos = _reported(alias, config)
         if pos is not None and pos.covers(token):
-            state.count("proven_by_report")
-            return alias
+            if leader_rtt is None or config.follower_rtt(cluster, alias) <= leader_rtt:
+                state.count("proven_by_report")
+                return alias
+            continue  # it has the write, but the leader is nearer
         behind.append(alias)
-    # Ask the connection that reported the furthest position; one that
-    # already said "not yet" to this token is asked after the others.  A
-    # wait is one question (it took its time); checks go on down the list.
+    if leader_rtt is not None and config.policy != "raise":
+        # only a follower predicted to catch up before a leader round
+        # trip would return is worth a wait or a question
+        behind = [a for a in behind if _predicted_ms(config, cluster, a, token) < leader_rtt]
+        if not behind:
+            state.count("leader_nearer")
+            return cluster.leader
+    # Ask the connection that reported the furthest position (the nearest
+    # first); one that already said "not yet" to this token is asked after
+    # the others.  A wait is one question (it took its time); checks go on
+    # down the list.
     refused = state.refused(token)
-    behind.sort(key=lambda a: (a not in refused,) + _rank(_reported(a, config), token), reverse=True)
+    behind.sort(key=lambda a: (-config.follower_rtt(cluster, a), a not in refused)
+                + _rank(_reported(a, config), token), reverse=True)
     wait = config.policy == "wait" and config.wait_ms > 0
     if wait and behind:
         # a wait already due on a connection (this read was routed once
@@ -167,7 +243,7 @@ def route_read(model: Any = None, **hints: Any) -> Optional[str]:
         state.count("raised")
         raise FollowerNotReady(token, behind)
     state.count("fallback_leader")
-    return config.leader
+    return cluster.leader
 
 
 class ReadYourWritesRouter:
@@ -181,25 +257,27 @@ class ReadYourWritesRouter:
 
     def db_for_write(self, model: Any, **hints: Any) -> Optional[str]:
         config = get_config()
-        if not config.enabled or not _owned(config, model, hints):
+        if not config.enabled:
+            return None
+        cluster = _cluster_for(config, model, hints)
+        if cluster is None:
             return None
         ctx = current()
         if ctx is not None:
-            ctx.routed_write = True
+            ctx.part(cluster.name).routed_write = True
         state.count("writes")
-        watch_leader(connections[config.leader])
-        return config.leader
+        watch_leader(connections[cluster.leader])
+        return cluster.leader
 
     def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> Optional[bool]:
-        config = get_config()
-        ours = {config.leader, *config.followers}
-        if obj1._state.db in ours and obj2._state.db in ours:
-            return True
+        cluster = get_config().cluster_of(obj1._state.db)
+        if cluster is not None and obj2._state.db in cluster.aliases():
+            return True  # one cluster: one database, replicated
         return None
 
     def allow_migrate(self, db: str, app_label: str, model_name: Any = None, **hints: Any) -> Optional[bool]:
         config = get_config()
-        if db in config.followers:
+        if db in config.all_followers():
             return False  # followers replay the leader's schema
         return None
 
@@ -257,10 +335,10 @@ def _rank(pos: Optional[Token], token: Token) -> tuple:
     return (1 if pos.timeline == token.timeline else 0, pos.lsn)
 
 
-def _usable(config: Any) -> List[str]:
-    """Followers not in a cool-down and not over a lag limit."""
+def _usable(config: Any, cluster: Any) -> List[str]:
+    """The cluster's followers not in a cool-down and not over a lag limit."""
     usable = []
-    for alias in config.followers:
+    for alias in cluster.followers:
         if not state.is_up(alias):
             continue
         lagging = state.lagging(alias, config.max_lag_seconds, config.max_lag_bytes)
@@ -421,7 +499,7 @@ class _FollowerWrapper:
             _answered(self.alias, token, config, answer, True)
             state.count("fallback_leader")
             state.count("extra_round_trips")
-            return _move(context, sql, params, many)
+            return _move(self.alias, context, sql, params, many)
         _answered(self.alias, token, config, "reached", True)
         self._saw(conn)  # after: the reply's own report is the newer, and at least the token
         return result
@@ -438,7 +516,7 @@ class _FollowerWrapper:
             raise FollowerNotReady(token, [self.alias])  # a transaction stays on one database
         state.count("fallback_leader")
         state.count("extra_round_trips")
-        return _move(context, sql, params, many)
+        return _move(self.alias, context, sql, params, many)
 
     def _read(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         conn = context["connection"]
@@ -469,7 +547,7 @@ class _FollowerWrapper:
         elif _watch(self.alias).opened_at >= state.follower(self.alias).down_since:
             state.mark_down(self.alias, e, config.cooldown_seconds)
         state.count("retried_on_leader")
-        return _move(context, sql, params, many)
+        return _move(self.alias, context, sql, params, many)
 
 
 def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -477,9 +555,12 @@ def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
         config = get_config()
     except Exception:
         return
-    if connection.alias == config.leader:
+    cluster = config.cluster_of(connection.alias)
+    if cluster is None:
+        return
+    if connection.alias == cluster.leader:
         watch_leader(connection)
-    elif connection.alias in config.followers:
+    else:
         _watch(connection.alias)
 
 

@@ -4,6 +4,12 @@ Replay positions only grow on a timeline, so one proof that a follower
 reached position P serves every later token up to P; the highest position
 seen per follower is kept, and replaced when the follower reports another
 timeline (a failover, or a rebuilt follower).
+
+Follower aliases are unique across clusters, so what is known of a
+follower is its cluster's; leader positions are kept per cluster (their
+LSNs are positions in different WAL streams).  Reports are also sampled
+(at most one every SAMPLE_SECONDS) to estimate how fast a follower
+replays: replay_rate().
 """
 import collections
 import logging
@@ -17,10 +23,13 @@ logger = logging.getLogger("readyourwrites")
 
 __all__ = ["FollowerState", "ProcessState", "state"]
 
+SAMPLES = 64  # reports kept per follower for its replay rate ...
+SAMPLE_SECONDS = 0.05  # ... at least this far apart (a later one replaces the newest)
+
 
 class FollowerState:
     __slots__ = ("alias", "position", "observed_at", "lag_seconds", "lag_bytes",
-                 "down_until", "down_since", "failures", "last_error")
+                 "down_until", "down_since", "failures", "last_error", "samples")
 
     def __init__(self, alias: str):
         self.alias = alias
@@ -32,18 +41,21 @@ class FollowerState:
         self.down_since = -1.0  # when it was last marked down: connections opened before are stale
         self.failures = 0
         self.last_error = ""
+        # (monotonic time, position) of reports, oldest first, for the rate
+        self.samples: Deque[Tuple[float, Token]] = collections.deque(maxlen=SAMPLES)
 
 
 class ProcessState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.followers: Dict[str, FollowerState] = {}
-        # (monotonic time, leader position) when this process first saw it
-        self._leader_seen: Deque[Tuple[float, Token]] = collections.deque(maxlen=256)
+        # per cluster: (monotonic time, leader position) when this process first saw it
+        self._leader_seen: Dict[str, Deque[Tuple[float, Token]]] = {}
         self.counts: Dict[str, int] = collections.Counter()
         # token -> followers that answered "not yet" for it, newest tokens last
         self._refused: "collections.OrderedDict[Token, frozenset]" = collections.OrderedDict()
-        self._all_down_logged = False
+        self._all_down: set = set()  # clusters with no usable follower, as last logged
+        self._leader_rtt: Dict[str, float] = {}  # cluster -> measured round trip to its leader, ms
 
     # -- follower positions ------------------------------------------------
     def follower(self, alias: str) -> FollowerState:
@@ -70,25 +82,46 @@ class ProcessState:
             # stale read)
             f.position = token
             pos = f.position
+            if f.samples and (f.samples[-1][1].timeline != pos.timeline or pos.lsn < f.samples[-1][1].lsn):
+                f.samples.clear()  # another timeline, or another server: its rate is unknown
+            if f.samples and now - f.samples[-1][0] < SAMPLE_SECONDS and len(f.samples) > 1:
+                f.samples[-1] = (now, pos)
+            else:
+                f.samples.append((now, pos))
             # how far behind the leader it is, judged only against leader
             # positions this process had seen when the report arrived
             f.observed_at = now
             f.lag_seconds, f.lag_bytes = 0.0, 0
-            for t, tok in self._leader_seen:
+            seen = self._leader_seen.get(_cluster_of(alias), ())
+            for t, tok in seen:
                 if tok.timeline == pos.timeline and tok.lsn > pos.lsn:
                     f.lag_seconds = now - t
                     break
-            if self._leader_seen:
-                newest = self._leader_seen[-1][1]
+            if seen:
+                newest = seen[-1][1]
                 if newest.timeline == pos.timeline:
                     f.lag_bytes = max(0, newest.lsn - pos.lsn)
 
-    def saw_leader_at(self, token: Optional[Token]) -> None:
+    def replay_rate(self, alias: str) -> Optional[float]:
+        """Bytes of WAL the follower replayed per second, from its sampled
+        reports: from the oldest kept to the newest, over the time from
+        the oldest until now (so a follower that stopped advancing is seen
+        slowing down).  None when unknown: fewer than two reports, or no
+        progress between them (an idle follower and a paused one look the
+        same)."""
+        f = self.follower(alias)
+        with self._lock:
+            return _rate(f)
+
+    def saw_leader_at(self, cluster: str, token: Optional[Token]) -> None:
         if token is None:
             return
         with self._lock:
-            if not self._leader_seen or token > self._leader_seen[-1][1]:
-                self._leader_seen.append((time.monotonic(), token))
+            seen = self._leader_seen.get(cluster)
+            if seen is None:
+                seen = self._leader_seen[cluster] = collections.deque(maxlen=256)
+            if not seen or token > seen[-1][1]:
+                seen.append((time.monotonic(), token))
 
     def lagging(self, alias: str, max_seconds: Optional[float], max_bytes: Optional[int]) -> bool:
         """Over a lag limit as of its last report."""
@@ -110,6 +143,16 @@ class ProcessState:
             while len(self._refused) > 1024:
                 self._refused.popitem(last=False)
 
+    def saw_leader_rtt(self, cluster: str, ms: float) -> None:
+        """A round trip of the router's own to a leader (a key lookup):
+        a moving average, the newest weighing a fifth."""
+        with self._lock:
+            old = self._leader_rtt.get(cluster)
+            self._leader_rtt[cluster] = ms if old is None else 0.8 * old + 0.2 * ms
+
+    def leader_rtt(self, cluster: str) -> Optional[float]:
+        return self._leader_rtt.get(cluster)
+
     # -- health ------------------------------------------------------------
     def mark_down(self, alias: str, error: BaseException, cooldown: float) -> None:
         f = self.follower(alias)
@@ -124,21 +167,22 @@ class ProcessState:
     def is_up(self, alias: str) -> bool:
         return self.follower(alias).down_until <= time.monotonic()
 
-    def note_usable(self, usable: Iterable[str]) -> None:
+    def note_usable(self, cluster: str, usable: Iterable[str]) -> None:
+        """Log once when a cluster's last follower becomes unusable, and
+        once when one is usable again."""
         usable = list(usable)
         with self._lock:
-            if not usable and not self._all_down_logged:
-                self._all_down_logged = True
-                log = True
-            elif usable and self._all_down_logged:
-                self._all_down_logged = False
-                log = False
-                logger.info("followers usable again: %s", ", ".join(usable))
-                return
+            was_down = cluster in self._all_down
+            if not usable and not was_down:
+                self._all_down.add(cluster)
+            elif usable and was_down:
+                self._all_down.discard(cluster)
             else:
                 return
-        if log:
-            logger.warning("no follower is usable; reads go to the leader until one is")
+        if usable:
+            logger.info("followers usable again: %s", ", ".join(usable))
+        else:
+            logger.warning("no follower is usable in cluster %s; its reads go to its leader until one is", cluster)
 
     # -- counters ----------------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:
@@ -156,10 +200,12 @@ class ProcessState:
                         "lag_bytes": f.lag_bytes,
                         "down": f.down_until > time.monotonic(),
                         "failures": f.failures,
+                        "replay_rate": None if _rate(f) is None else round(_rate(f)),  # bytes/s
                         "last_error": f.last_error,
                     }
                     for a, f in self.followers.items()
                 },
+                "leaders": {c: {"rtt_ms": round(ms, 3)} for c, ms in self._leader_rtt.items()},
             }
 
     def reset(self) -> None:
@@ -168,7 +214,29 @@ class ProcessState:
             self._leader_seen.clear()
             self._refused.clear()
             self.counts.clear()
-            self._all_down_logged = False
+            self._all_down.clear()
+            self._leader_rtt.clear()
+
+
+def _rate(f: FollowerState) -> Optional[float]:
+    """replay_rate(); caller holds the lock."""
+    if len(f.samples) < 2:
+        return None
+    (t0, first), (_, last) = f.samples[0], f.samples[-1]
+    now = time.monotonic()
+    if last.lsn <= first.lsn or now <= t0:
+        return None
+    return (last.lsn - first.lsn) / (now - t0)
+
+
+def _cluster_of(alias: str) -> str:
+    from .conf import get_config
+
+    try:
+        cluster = get_config().cluster_of(alias)
+    except Exception:  # settings being changed: no lag is judged
+        return ""
+    return cluster.name if cluster is not None else ""
 
 
 state = ProcessState()

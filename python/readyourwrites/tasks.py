@@ -9,8 +9,8 @@ the code that enqueued it had to see.
     send_receipt.enqueue(order.pk)    # in a view, after writing the order
 
 Enqueued inside a routing context (a request, acting_for) or after a write
-of the thread's own, the task's keyword arguments carry the token the
-enqueuing code had to see, signed (never a session key, nor its hash);
+of the thread's own, the task's keyword arguments carry the tokens (one per
+cluster) the enqueuing code had to see, signed (never a session key, nor its hash);
 whatever worker runs it -- another process, another machine -- runs it
 inside acting_for(token=...), so its reads wait for (or skip) followers
 that lack that write.  Django offers no hook that runs on both sides of a
@@ -25,8 +25,10 @@ from django.core import signing
 from django.tasks import task as _django_task
 from django.tasks.base import Task as _DjangoTask
 
-from .api import acting_for, current_token
+from .api import acting_for, current_tokens
+from .conf import get_config
 from .context import current, thread_own
+from .tokens import format_tokens, parse_tokens
 
 __all__ = ["task", "Task", "KWARG"]
 
@@ -36,13 +38,15 @@ MAX_AGE = 7 * 24 * 3600
 
 
 def _signed_token() -> Optional[str]:
-    if current() is None and thread_own() is None:
+    if current() is None and not thread_own():
         return None
     try:
-        token = current_token()  # may look the key up on the leader
+        tokens = current_tokens()  # may look the key up on each leader
     except Exception:
-        return None  # the leader did not answer: the task's reads go to the leader on their own
-    return None if token is None else signing.dumps(str(token), salt=_SALT)
+        return None  # a leader did not answer: the task's reads go to the leader on their own
+    if not tokens:
+        return None
+    return signing.dumps(format_tokens(tokens, get_config().default.name), salt=_SALT)
 
 
 def _carry(kwargs: Dict[str, Any], signed: Optional[str]) -> Dict[str, Any]:
@@ -58,9 +62,12 @@ def _scope(kwargs: Dict[str, Any]) -> Any:
     if not value:
         return None
     try:
-        return acting_for(token=signing.loads(value, salt=_SALT, max_age=MAX_AGE))
+        text = signing.loads(value, salt=_SALT, max_age=MAX_AGE)
     except (signing.BadSignature, ValueError):
         return None
+    config = get_config()
+    tokens = {n: t for n, t in parse_tokens(text, config.default.name).items() if config.cluster(n)}
+    return acting_for(token=tokens) if tokens else None
 
 
 class _Carrying:

@@ -1,7 +1,7 @@
 """Tokens: "<timeline>:<lsn>" positions in the WAL, as the extension writes them."""
-from typing import NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional
 
-__all__ = ["Token", "parse_token"]
+__all__ = ["Token", "parse_token", "format_tokens", "parse_tokens"]
 
 
 class Token(NamedTuple):
@@ -35,3 +35,22 @@ def parse_token(text: Optional[str]) -> Optional[Token]:
     if token.timeline <= 0:
         return None
     return token
+
+
+def format_tokens(tokens: Dict[str, Token], first: str) -> str:
+    """Tokens of several clusters as one string: "1:0/3A8,orders=1:0/12"
+    -- the first cluster's bare (so a one-cluster value is its token),
+    every other one named."""
+    return ",".join(str(tokens[n]) if n == first else "%s=%s" % (n, tokens[n])
+                    for n in sorted(tokens, key=lambda n: (n != first, n)))
+
+
+def parse_tokens(text: Optional[str], first: str) -> Dict[str, Token]:
+    """The inverse of format_tokens(); malformed items are left out."""
+    found: Dict[str, Token] = {}
+    for item in (text or "").split(","):
+        name, _, value = item.rpartition("=")
+        token = parse_token(value)
+        if token is not None:
+            found[name or first] = token
+    return found

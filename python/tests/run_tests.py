@@ -82,6 +82,7 @@ def main() -> int:
     bouncer = None
     try:
         start_site(cluster)
+        import test_clusters
         import test_holes
         import test_router
         import test_zero_rtt
@@ -89,12 +90,13 @@ def main() -> int:
         import base
 
         test_router.CLUSTER = test_zero_rtt.CLUSTER = base.ClusterTestCase.cluster = cluster
+        test_clusters.CLUSTER = cluster
         only = os.environ.get("ONLY")  # e.g. ONLY=Policies.test_raise, ONLY=test_holes.Hole4Threads
         passed, failed = 0, 0
         if not os.environ.get("ONLY_POOLER"):
-            for module in (test_router, test_holes, test_zero_rtt):
+            for module in (test_router, test_holes, test_zero_rtt, test_clusters):
                 name = only
-                if only and only.split(".")[0] in ("test_router", "test_holes", "test_zero_rtt"):
+                if only and only.split(".")[0] in ("test_router", "test_holes", "test_zero_rtt", "test_clusters"):
                     if only.split(".")[0] != module.__name__:
                         continue
                     name = only.split(".", 1)[1] if "." in only else None

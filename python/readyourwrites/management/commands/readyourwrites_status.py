@@ -27,9 +27,11 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         config = get_config()
         report = {"databases": {}}
-        leader_pos = None
-        for alias in (config.leader,) + config.followers:
-            entry = {"configured_as": "leader" if alias == config.leader else "follower"}
+        leader_pos = {}
+        for cluster, alias in [(c, a) for c in config.clusters for a in c.aliases()]:
+            entry = {"configured_as": "leader" if alias == cluster.leader else "follower"}
+            if len(config.clusters) > 1:
+                entry["cluster"] = cluster.name
             try:
                 connections[alias].close()  # ask over a fresh connection
                 with connections[alias].cursor() as cur:
@@ -46,19 +48,21 @@ class Command(BaseCommand):
                     entry["stats"] = dict(zip(cols, cur.fetchone()))
                 entry.update(position=pos, in_recovery=in_recovery,
                              replay_lag_seconds=None if lag_s is None else float(lag_s))
-                if alias == config.leader:
-                    leader_pos = pos
+                if alias == cluster.leader:
+                    leader_pos[cluster.name] = pos
             except Exception as e:
                 entry["error"] = str(e).strip().splitlines()[0]
             report["databases"][alias] = entry
-        if leader_pos:
-            for alias in config.followers:
+        for cluster in config.clusters:
+            if not leader_pos.get(cluster.name):
+                continue
+            for alias in cluster.followers:
                 entry = report["databases"][alias]
                 if entry.get("position"):
                     try:
-                        with connections[config.leader].cursor() as cur:
+                        with connections[cluster.leader].cursor() as cur:
                             cur.execute("SELECT pg_wal_lsn_diff(distributed.token_lsn(%s), distributed.token_lsn(%s))",
-                                        [leader_pos, entry["position"]])
+                                        [leader_pos[cluster.name], entry["position"]])
                             entry["bytes_behind_leader"] = int(cur.fetchone()[0])
                     except Exception:
                         pass  # another timeline: unknown
@@ -71,7 +75,7 @@ class Command(BaseCommand):
                 continue
             lag = e.get("replay_lag_seconds")
             behind = e.get("bytes_behind_leader")
-            if alias == config.leader:
+            if e["configured_as"] == "leader":
                 self.stdout.write("%-12s %-8s role=%s position=%s" % (
                     alias, e["configured_as"], e["stats"]["role"], e["position"]))
             else:
