@@ -44,6 +44,7 @@ import time
 import weakref
 from typing import Any, List, Optional
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, router as django_router
 from django.db.backends.signals import connection_created
 
@@ -276,7 +277,13 @@ class ReadYourWritesRouter:
         return None
 
     def allow_migrate(self, db: str, app_label: str, model_name: Any = None, **hints: Any) -> Optional[bool]:
-        config = get_config()
+        try:
+            config = get_config()
+        except ImproperlyConfigured:
+            # Django's own model checks ask this while manage.py check is
+            # reporting the bad settings (readyourwrites.E00x); migrate stops
+            # on those errors before any migration runs.
+            return None
         if db in config.all_followers():
             return False  # followers replay the leader's schema
         return None
