@@ -143,6 +143,22 @@ is(join('|', @{ $r[1]{rows}[0] }), 'stale_snapshot|f',
 my ($out, $err) = one_message("SELECT 1; SELECT distributed.wait('$t1', 0)", $RR);
 like($out, qr/(?:\A|\n)stale_snapshot\n\z/, 'RR, statements of one message: stale_snapshot');
 
+# Counted: a wait answered stale_snapshot is a wait begun and one of
+# waits_stale_snapshot; is_replayed()'s false stays a check.
+$f->safe_psql('postgres', 'SELECT distributed.reset_stats()');
+@r = pstatus(
+	$f,
+	"BEGIN ISOLATION LEVEL REPEATABLE READ",                          # 0
+	"SELECT distributed.wait('$t1', 0)",                              # 1
+	"SELECT distributed.wait(distributed.token_lsn('$t1'), 100)",     # 2
+	"SELECT distributed.is_replayed('$t1')",                          # 3
+	"COMMIT",                                                         # 4
+	"SELECT waits_started, waits_stale_snapshot, waits_reached,"
+	  . " checks_unsafe, checks_safe FROM distributed.stats");       # 5
+is(join('|', @{ $r[5]{rows}[0] // [] }), '2|2|0|1|0',
+	'stats: two waits answered stale_snapshot, counted in waits_stale_snapshot, not as checks')
+  or diag explain $r[5];
+
 # ---------------------------------------------------------------------
 # REPEATABLE READ in autocommit: the function cannot tell whether its
 # statement ends the transaction (a pipeline or DO block may go on in it),
@@ -293,6 +309,9 @@ is($p[0]{error}, undef,
 is($p[1]{rows}[0][0], '6', 'RR pipeline: the read after it runs in a new transaction');
 
 is($f->safe_psql('postgres', 'SELECT count(*) FROM distributed.waiters'),
-	'0', 'no waiter left behind');
+	'0', 'no waiter left behind')
+  or diag $f->safe_psql('postgres',
+	'SELECT w.*, a.application_name, a.state, a.query FROM distributed.waiters w'
+	  . ' LEFT JOIN pg_stat_activity a USING (pid)');
 
 done_testing();
