@@ -412,11 +412,10 @@ DistRaiseWaitResult(DistWaitResult result, DistToken token, int32 timeout)
 		token.tli = tli;
 
 	/*
-	 * A client that was just told "not yet" wants to know how far replay
-	 * got.  (The abort refreshes the reported position as well.)
+	 * The error aborts the transaction, and the abort reports the replay
+	 * position (DistReportReplayPosition()), so the client told "not yet"
+	 * also learns how far replay got.
 	 */
-	DistReportReplayPosition();
-
 	switch (result)
 	{
 		case DIST_WAIT_TIMEOUT:

@@ -237,45 +237,52 @@ sub no_xmin_while_waiting
 	return;
 }
 
-pause($f);
-my $t5 = write_row(5);
-my $c = bg_client('psql', '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
-	'-d', $f->connstr('postgres') . ' application_name=s_simple',
-	'-c', "CALL distributed.wait_for('$t5', 180000); SELECT count(*) FROM t");
-my $pid = waiting_pid($f, 's_simple', $c);
-ok(defined $pid, 'simple query: the combined message waits for replay');
-SKIP:
+# As a simple-query string, and as a libpq pipeline (Parse/Bind/Execute
+# twice, one Sync): the client's argv, and how to find the read's count in
+# what it prints.
+my @one_trip = (
+	[
+		'simple query', 5,
+		sub {
+			('psql', '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', $_[0],
+				'-c', "CALL distributed.wait_for('$_[1]', 180000); SELECT count(*) FROM t");
+		},
+		sub { (split /\n/, $_[0])[-1] }
+	],
+	[
+		'pipeline', 6,
+		sub {
+			($DistributedCluster::PYTHON, $PIPELINE, $_[0],
+				"CALL distributed.wait_for('$_[1]', 180000)", "SELECT count(*) FROM t");
+		},
+		sub {
+			my @p = map { decode_json($_) } grep { /\S/ } split /\n/, $_[0];
+			$p[0]{error} ? $p[0]{error}{message} : $p[1]{rows}[0][0];
+		}
+	]);
+my $t6;
+for my $case (@one_trip)
 {
-	skip 'the combined message did not wait', 2 unless defined $pid;
-	no_xmin_while_waiting($pid, 'simple query');
-}
-usleep(300_000);
-resume($f);
-($out, $err) = bg_client_finish($c);
-is((split /\n/, $out)[-1], '5', 'simple query: the read after CALL wait_for sees the row');
-is($err, '', 'simple query: no error');
+	my ($what, $id, $argv, $read) = @$case;
+	my $app = "one_trip_$id";
 
-# the same as a libpq pipeline: Parse/Bind/Execute twice, one Sync
-pause($f);
-my $t6 = write_row(6);
-$c = bg_client($DistributedCluster::PYTHON, $PIPELINE,
-	$f->connstr('postgres') . ' application_name=s_pipe',
-	"CALL distributed.wait_for('$t6', 180000)",
-	"SELECT count(*) FROM t");
-$pid = waiting_pid($f, 's_pipe', $c);
-ok(defined $pid, 'pipeline: the CALL waits for replay');
-SKIP:
-{
-	skip 'the pipeline did not wait', 2 unless defined $pid;
-	no_xmin_while_waiting($pid, 'pipeline');
+	pause($f);
+	$t6 = write_row($id);
+	my $c = bg_client($argv->($f->connstr('postgres') . " application_name=$app", $t6));
+	my $pid = waiting_pid($f, $app, $c);
+	ok(defined $pid, "$what: the combined message waits for replay");
+	SKIP:
+	{
+		skip "$what did not wait", 2 unless defined $pid;
+		no_xmin_while_waiting($pid, $what);
+	}
+	usleep(300_000);
+	resume($f);
+	($out, $err) = bg_client_finish($c);
+	is($read->($out), $id, "$what: the read after CALL wait_for sees the row")
+	  or diag $out;
+	is($err, '', "$what: no error");
 }
-usleep(300_000);
-resume($f);
-($out, $err) = bg_client_finish($c);
-my @p = map { decode_json($_) } grep { /\S/ } split /\n/, $out;
-is($p[0]{error}, undef, 'pipeline: CALL wait_for returned without error')
-  or diag explain $p[0];
-is($p[1]{rows}[0][0], '6', 'pipeline: the read after CALL wait_for sees the row');
 
 # A READ COMMITTED transaction block: each statement takes a new snapshot.
 @r = pstatus(
@@ -297,12 +304,12 @@ like($err, qr/ERROR:\s+25001:/, 'RR, one message: CALL wait_for raises 25001');
 	"CALL distributed.wait_for('$t6', 1000)",
 	"ROLLBACK");
 is($r[1]{error}{sqlstate}, '25001', 'RR block: CALL wait_for raises 25001');
-$c = bg_client($DistributedCluster::PYTHON, $PIPELINE,
+my $c = bg_client($DistributedCluster::PYTHON, $PIPELINE,
 	$f->connstr('postgres') . $RR,
 	"CALL distributed.wait_for('$t6', 1000)",
 	"SELECT count(*) FROM t");
 ($out, $err) = bg_client_finish($c);
-@p = map { decode_json($_) } grep { /\S/ } split /\n/, $out;
+my @p = map { decode_json($_) } grep { /\S/ } split /\n/, $out;
 is($p[0]{error}, undef,
 	'RR pipeline: CALL wait_for (non-atomic, first of the pipeline) ends its transaction and runs')
   or diag explain \@p, $err;
