@@ -223,7 +223,7 @@ extern void DistEnsureFloor(void);
 /* token.c */
 extern bool DistParseToken(const char *text, DistToken *token);
 extern DistToken DistTokenFromText(text *t);
-extern void DistFormatToken(char *buf, TimeLineID tli, XLogRecPtr lsn);
+extern int	DistFormatToken(char *buf, TimeLineID tli, XLogRecPtr lsn);
 extern text *DistTokenToText(TimeLineID tli, XLogRecPtr lsn);
 extern DistTokenStatus DistTokenState(DistToken token);
 extern void DistRaiseBeforeTimeline(DistToken token);

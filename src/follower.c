@@ -556,15 +556,11 @@ distributed_wait_for_lsn(PG_FUNCTION_ARGS)
  * ------------------------------------------------------------------------
  */
 
-/* Last replay position this backend reported. */
-static XLogRecPtr dist_reported_replay = InvalidXLogRecPtr;
-static TimeLineID dist_reported_replay_tli = 0;
-
 /*
- * On a follower, refresh distributed.replay_position if replay has moved
- * since this backend last reported it; report.c tells the client before
- * the next ReadyForQuery.  Called at the end of every transaction,
- * committed or aborted.  Raises no error.
+ * On a follower, make replay's position the value of
+ * distributed.replay_position; report.c tells the client before the next
+ * ReadyForQuery if it has moved since the client was last told.  Called at
+ * the end of every transaction, committed or aborted.  Raises no error.
  */
 void
 DistReportReplayPosition(void)
@@ -575,10 +571,5 @@ DistReportReplayPosition(void)
 	if (!dist_report_replay || !RecoveryInProgress())
 		return;
 	replay = GetXLogReplayRecPtr(&tli);
-	if (replay != dist_reported_replay || tli != dist_reported_replay_tli)
-	{
-		dist_reported_replay = replay;
-		dist_reported_replay_tli = tli;
-		DistReport(DIST_REPORT_REPLAY_POSITION, tli, replay);
-	}
+	DistReport(DIST_REPORT_REPLAY_POSITION, tli, replay);
 }
