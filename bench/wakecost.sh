@@ -102,35 +102,42 @@ settle() {  # until every listed pid has written its profile
     done
     log "profiles missing"; exit 1
 }
-waiters_ir() {  # waiters_ir ROUNDS [--floor] -> total instructions of the W waiters
+library_self() {  # instructions in the library's own functions (self cost)
+    callgrind_annotate --threshold=100 "$1" 2>/dev/null \
+        | awk '$0 ~ /[?:](Dist[A-Z]|distributed_)/ { gsub(/,/, "", $1); t += $1 } END { printf "%.0f\n", t }'
+}
+waiters_ir() {  # waiters_ir ROUNDS [--floor] -> instructions of the W waiters: all, the library's own
     start_follower
     as_pg bench/distbench wake --leader "$LEADER" --follower "$FOLLOWER" \
         --waiters "$W" --rounds-one 0 --rounds-many "$1" --cpu-seconds 0 \
         --pids "$WORK/pids" ${2:-} >/dev/null 2>"$WORK/distbench.log" \
         || { log "distbench failed: $(cat "$WORK/distbench.log")"; exit 1; }
     settle
-    local total=0 pid ir
+    local total=0 ours=0 pid ir
     for pid in $(cat "$WORK/pids"); do
         ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$WORK/cg.$pid")
         total=$((total + ir))
+        ours=$((ours + $(library_self "$WORK/cg.$pid")))
     done
     [ "$1" = "$R2" ] && [ -z "${2:-}" ] && cp "$WORK/cg.$(head -1 "$WORK/pids")" "$WORK/profile.ext"
     stop_follower
-    echo "$total"
+    echo "$total $ours"
 }
 chmod 755 bench/distbench 2>/dev/null || true
 
-declare -A PER
+declare -A PER OURS
 for mode in ext floor; do
     flag=
     [ "$mode" = floor ] && flag=--floor
     log "$mode: $W waiters, $R1 rounds"
-    a=$(waiters_ir "$R1" $flag)
+    read -r a a_ours <<<"$(waiters_ir "$R1" $flag)"
     log "$mode: $W waiters, $R2 rounds"
-    b=$(waiters_ir "$R2" $flag)
-    PER[$mode]=$(awk -v a="$a" -v b="$b" -v w="$W" -v r1="$R1" -v r2="$R2" \
-        'BEGIN { printf "%.0f", (b - a) / (w * (r2 - r1)) }')
-    log "  $mode: $a, $b instructions: ${PER[$mode]} per woken statement"
+    read -r b b_ours <<<"$(waiters_ir "$R2" $flag)"
+    per() { awk -v a="$1" -v b="$2" -v w="$W" -v r1="$R1" -v r2="$R2" \
+        'BEGIN { printf "%.0f", (b - a) / (w * (r2 - r1)) }'; }
+    PER[$mode]=$(per "$a" "$b")
+    OURS[$mode]=$(per "$a_ours" "$b_ours")
+    log "  $mode: $a, $b instructions: ${PER[$mode]} per woken statement, ${OURS[$mode]} in the library's own functions"
 done
 
 # the library's functions in one waiter's profile (R2 rounds), inclusive
@@ -143,6 +150,7 @@ cat <<EOF
 | per woken statement, $("$PGBIN/postgres" --version | sed 's/^postgres (PostgreSQL) //') ($W waiters woken at once, rounds $R1 vs $R2) | instructions |
 |---|---|
 | \`SELECT distributed.wait(token, 60000)\`, woken by the replay watcher | ${PER[ext]} |
+| of which in the library's own functions (self cost: not the server or libc functions they call) | ${OURS[ext]} |
 | floor: a statement woken from an advisory lock (\`--floor\`, no extension) | ${PER[floor]} |
 | difference | $((PER[ext] - PER[floor])) |
 
