@@ -18,7 +18,8 @@
 # The extension's wait is also measured with the library's functions
 # broken out (callgrind_annotate, inclusive), to see what is ours.
 #
-# Environment: W (20), R1 (5), R2 (25), KEEP=1 keeps the work directory.
+# Environment: W (20), R1 (5), R2 (25); PG_CONFIG or the argument, and
+# BASE_PORT, as bench/cluster.sh reads them.
 # Prints a markdown table on stdout (progress on stderr).  Run as root;
 # servers run as postgres.  Installs valgrind with apt-get if missing.
 set -euo pipefail
@@ -28,8 +29,6 @@ PG_CONFIG=${1:-${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}}
 W=${W:-20}
 R1=${R1:-5}
 R2=${R2:-25}
-PGBIN=$("$PG_CONFIG" --bindir)
-PORT=${PORT:-5496}
 
 if ! command -v valgrind >/dev/null; then
     apt-get update -qq
@@ -38,44 +37,27 @@ fi
 make -s -C bench PG_CONFIG="$PG_CONFIG"
 
 log() { echo "wakecost: $*" >&2; }
-as_pg() { runuser -u postgres -- "$@"; }
 
-WORK=$(mktemp -d /tmp/wakecost.XXXXXX)
-chown postgres: "$WORK"
-LEADER="host=$WORK port=$PORT user=postgres dbname=postgres"
-FOLLOWER="host=$WORK port=$((PORT + 1)) user=postgres dbname=postgres"
+# The leader and follower of bench/cluster.sh; the follower, stopped, is
+# the copy every measured run starts from, under valgrind.
+. bench/cluster.sh
 FPID=
-
 stop_follower() {
     [ -n "$FPID" ] || return 0
     as_pg "$PGBIN/pg_ctl" -D "$WORK/follower" -m fast -w -t 600 stop >/dev/null 2>&1 || true
     wait "$FPID" 2>/dev/null || true
     FPID=
 }
-cleanup() {
-    stop_follower
-    as_pg "$PGBIN/pg_ctl" -D "$WORK/leader" -m immediate -w stop >/dev/null 2>&1 || true
-    [ "${KEEP:-0}" = 1 ] && log "work directory kept: $WORK" || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-as_pg "$PGBIN/initdb" -D "$WORK/leader" -A trust -U postgres >/dev/null
-cat >> "$WORK/leader/postgresql.conf" <<CONF
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-port = $PORT
-shared_preload_libraries = 'distributed'
-wal_level = replica
-max_wal_senders = 10
-CONF
-as_pg "$PGBIN/pg_ctl" -D "$WORK/leader" -l "$WORK/leader.log" -w start >/dev/null
-as_pg "$PGBIN/psql" -XAtq -h "$WORK" -p "$PORT" -U postgres postgres \
-    -c 'CREATE EXTENSION distributed' -c 'CREATE TABLE distbench_wake (x int)'
-as_pg "$PGBIN/pg_basebackup" -h "$WORK" -p "$PORT" -U postgres -D "$WORK/pristine"
-sed -i "s/^port = $PORT\$/port = $((PORT + 1))/" "$WORK/pristine/postgresql.conf"
+trap 'stop_follower; cluster_stop' EXIT
+cluster_start 1 >/dev/null
+WORK=$CLUSTER_DIR
+FOLLOWER=${FOLLOWERS[0]}
+FPORT=$((BASE_PORT + 1))
 # plain conninfo: see bench/micro.sh on relocatable builds' libpq
-echo "primary_conninfo = 'host=$WORK port=$PORT user=postgres'" >> "$WORK/pristine/postgresql.auto.conf"
-touch "$WORK/pristine/standby.signal"
+echo "primary_conninfo = 'host=$WORK port=$BASE_PORT user=postgres'" \
+    >> "$WORK/follower1/postgresql.auto.conf"
+cluster_stop_node follower1
+mv "$WORK/follower1" "$WORK/pristine"
 
 start_follower() {  # a fresh copy of the standby, under callgrind
     rm -rf "$WORK/follower" "$WORK"/cg.*
@@ -85,7 +67,7 @@ start_follower() {  # a fresh copy of the standby, under callgrind
         "$PGBIN/postgres" -D "$WORK/follower" >"$WORK/follower.log" 2>&1 &
     FPID=$!
     for _ in $(seq 1 900); do
-        as_pg "$PGBIN/pg_isready" -q -h "$WORK" -p "$((PORT + 1))" && return 0
+        as_pg "$PGBIN/pg_isready" -q -h "$WORK" -p "$FPORT" && return 0
         sleep 0.2
     done
     log "the follower did not start"; exit 1
