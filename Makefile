@@ -13,10 +13,10 @@ OBJS = \
 	src/token.o \
 	src/waiter.o
 
-DATA = $(EXTENSION)--$(EXTVERSION).sql
+DATA = $(wildcard $(EXTENSION)--*.sql)
 PGFILEDESC = "distributed - read-your-writes on streaming-replication followers"
 
-REGRESS = setup leader follower monitor errors prefix
+REGRESS = setup leader follower monitor errors prefix upgrade
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/test/regress.conf
 
 ISOLATION = same_key_writers different_key_writers eviction_lookups wait_race

@@ -42,7 +42,7 @@ usage(void)
 			"      [--latency-table] [--raw-tsv FILE]\n"
 			"  distbench wake --leader CONNINFO --follower CONNINFO\n"
 			"      [--rounds-one N] [--rounds-many N] [--waiters N] [--cpu-seconds S]\n"
-			"      [--markdown FILE|-] [--tsv FILE]\n"
+			"      [--floor] [--pids FILE] [--markdown FILE|-] [--tsv FILE]\n"
 			"FOLLOWERS is \"all\" or 1-based numbers, comma-separated: 1,2\n");
 	exit(2);
 }
@@ -96,7 +96,8 @@ enum
 	OPT_CACHE, OPT_SCENARIO, OPT_MARKDOWN, OPT_TSV, OPT_CHECKS, OPT_EXPECT,
 	OPT_SEED, OPT_ROUNDS_ONE, OPT_ROUNDS_MANY, OPT_WAITERS, OPT_CPU,
 	OPT_NO_SHADOW, OPT_REFRESH,
-	OPT_LATENCY_TABLE, OPT_RAW_TSV
+	OPT_LATENCY_TABLE, OPT_RAW_TSV,
+	OPT_FLOOR, OPT_PIDS
 };
 
 static const struct option options[] = {
@@ -126,6 +127,8 @@ static const struct option options[] = {
 	{"rounds-many", required_argument, NULL, OPT_ROUNDS_MANY},
 	{"waiters", required_argument, NULL, OPT_WAITERS},
 	{"cpu-seconds", required_argument, NULL, OPT_CPU},
+	{"floor", no_argument, NULL, OPT_FLOOR},
+	{"pids", required_argument, NULL, OPT_PIDS},
 	{"no-shadow", no_argument, NULL, OPT_NO_SHADOW},
 	{"refresh-ms", required_argument, NULL, OPT_REFRESH},
 	{"latency-table", no_argument, NULL, OPT_LATENCY_TABLE},
@@ -252,6 +255,12 @@ main(int argc, char **argv)
 				break;
 			case OPT_CPU:
 				mc.cpu_s = atof(optarg);
+				break;
+			case OPT_FLOOR:
+				mc.floor = true;
+				break;
+			case OPT_PIDS:
+				mc.pids = optarg;
 				break;
 			case OPT_NO_SHADOW:
 				rc.shadow = false;

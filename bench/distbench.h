@@ -250,6 +250,8 @@ typedef struct MicroConfig
 	int			rounds_many;	/* rounds with many waiters */
 	int			waiters;		/* how many is many */
 	double		cpu_s;			/* CPU sampling period */
+	bool		floor;			/* PostgreSQL's own wake-up: an advisory lock */
+	const char *pids;			/* write the waiters' backend pids here */
 	const char *markdown;
 	const char *tsv;
 } MicroConfig;

@@ -25,6 +25,14 @@
  * --rounds-one 0 leaves out the single-waiter rounds and --cpu-seconds 0
  * the idle cost (bench/run.sh measures 1,000 waiters that way).
  *
+ * --floor measures PostgreSQL's own mass wake-up the same way, without the
+ * extension in the path: the control session holds an advisory lock in
+ * place of pausing replay, the waiters' statement blocks on it in shared
+ * mode, and releasing it (in place of resuming replay) wakes them all at
+ * once.  What a woken backend does from there to its result is then
+ * PostgreSQL's floor for one statement woken from a sleep.  --pids FILE
+ * writes the waiters' backend pids (for bench/wakecost.sh's profiles).
+ *
  *-------------------------------------------------------------------------
  */
 #include "distbench.h"
@@ -141,9 +149,21 @@ own_cpu_seconds(void)
 		(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
+/* The advisory lock of --floor, and the waiters' statement there. */
+#define FLOOR_LOCK "4711"
+#define FLOOR_WAIT \
+	"SELECT 'reached', extract(epoch FROM clock_timestamp()) " \
+	"FROM pg_advisory_xact_lock_shared(" FLOOR_LOCK ") " \
+	"WHERE $1::text IS NOT NULL AND $2::int4 IS NOT NULL"
+
 static void
 pause_replay(Micro *m)
 {
+	if (m->cfg->floor)
+	{
+		db_exec(m->ctl, "SELECT pg_advisory_lock(" FLOOR_LOCK ")");
+		return;
+	}
 	db_exec(m->ctl, "SELECT pg_wal_replay_pause()");
 	for (;;)
 	{
@@ -164,7 +184,9 @@ pause_replay(Micro *m)
 static double
 resume_replay(Micro *m)
 {
-	PGresult   *res = PQexec(m->ctl,
+	PGresult   *res = PQexec(m->ctl, m->cfg->floor ?
+							 "SELECT pg_advisory_unlock(" FLOOR_LOCK "), "
+							 "extract(epoch FROM clock_timestamp())" :
 							 "SELECT pg_wal_replay_resume(), "
 							 "extract(epoch FROM clock_timestamp())");
 	double		v;
@@ -181,7 +203,10 @@ wait_for_waiters(Micro *m, int n)
 {
 	for (;;)
 	{
-		char	   *c = db_value(m->ctl, "SELECT count(*) FROM distributed.waiters");
+		char	   *c = db_value(m->ctl, m->cfg->floor ?
+									 "SELECT count(*) FROM pg_locks "
+									 "WHERE locktype = 'advisory' AND NOT granted" :
+									 "SELECT count(*) FROM distributed.waiters");
 		int			have = atoi(c);
 
 		free(c);
@@ -195,6 +220,11 @@ wait_for_waiters(Micro *m, int n)
 static void
 leader_commit(Micro *m, char *tok, size_t len)
 {
+	if (m->cfg->floor)
+	{
+		snprintf(tok, len, "0/0");
+		return;
+	}
 	db_exec(m->leader, "INSERT INTO distbench_wake VALUES (1)");
 	snprintf(tok, len, "%s", PQparameterStatus(m->leader, "distributed.last_commit"));
 	if (tok[0] == '\0')
@@ -404,7 +434,7 @@ micro_main(MicroConfig *cfg)
 				busy_watch = NAN;
 	long		idle_wakeups = 0,
 				busy_wakeups = 0;
-	bool		cpu = cfg->cpu_s > 0;
+	bool		cpu = cfg->cpu_s > 0 && !cfg->floor;
 	FILE	   *f;
 
 	m.leader = db_connect(cfg->leader, "the leader");
@@ -437,13 +467,22 @@ micro_main(MicroConfig *cfg)
 	for (int i = 0; i < cfg->waiters; i++)
 	{
 		m.w[i] = db_connect(cfg->follower, "the follower");
-		db_prepare(m.w[i], "wt",
+		db_prepare(m.w[i], "wt", cfg->floor ? FLOOR_WAIT :
 				   "SELECT distributed.wait($1::text, $2::int4), "
 				   "extract(epoch FROM clock_timestamp())");
 	}
+	if (cfg->pids)
+	{
+		if ((f = fopen(cfg->pids, "w")) == NULL)
+			die("cannot open %s", cfg->pids);
+		for (int i = 0; i < cfg->waiters; i++)
+			fprintf(f, "%d\n", PQbackendPID(m.w[i]));
+		fclose(f);
+	}
 
 	m.postmaster = postmaster = follower_postmaster(&m);
-	note("follower: PostgreSQL %s", version);
+	note("follower: PostgreSQL %s%s", version,
+		 cfg->floor ? " (floor: woken from an advisory lock)" : "");
 	if (cfg->rounds_one > 0)
 	{
 		note("wake-up latency: %d rounds of 1 waiter", cfg->rounds_one);
@@ -487,7 +526,8 @@ micro_main(MicroConfig *cfg)
 		f = strcmp(cfg->markdown, "-") == 0 ? stdout : fopen(cfg->markdown, "a");
 		if (f == NULL)
 			die("cannot open %s", cfg->markdown);
-		fprintf(f, "| measurement (PostgreSQL %s) | result |\n|---|---|\n", version);
+		fprintf(f, "| measurement (PostgreSQL %s%s) | result |\n|---|---|\n", version,
+				cfg->floor ? "; floor: waiters woken from an advisory lock, no extension in the path" : "");
 		if (cfg->rounds_one > 0)
 			fprintf(f, "| wake-up latency, 1 waiter (%zu samples) | p50 %.3f ms, p99 %.3f ms, max %.3f ms |\n",
 					one.n, samples_pct(&one, 50), samples_pct(&one, 99), samples_pct(&one, 100));

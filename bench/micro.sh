@@ -10,7 +10,8 @@
 # RUN_AS, default postgres).  Knobs (environment): MANY ("200 1000": the
 # waiter counts woken at once), ROUNDS_ONE (200 single-waiter rounds, with
 # the first count), ROUNDS_MANY (10), CPU_S (5 s per idle measurement),
-# OUT (markdown, appended; default stdout).
+# OUT (markdown, appended; default stdout), WAKE_FLAGS (more distbench wake
+# options, e.g. --floor: PostgreSQL's own wake-up from an advisory lock).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -47,7 +48,7 @@ for pgc in "${configs[@]}"; do
         first=0
         bench/distbench wake --leader "$LEADER" --follower "${FOLLOWERS[0]}" \
             --waiters "$n" --rounds-one "$one" --rounds-many "$ROUNDS_MANY" \
-            --cpu-seconds "$CPU_S" --markdown "$OUT"
+            --cpu-seconds "$CPU_S" --markdown "$OUT" ${WAKE_FLAGS:-}
     done
     echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT"
     echo >>"$OUT"

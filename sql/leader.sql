@@ -22,6 +22,10 @@ SELECT distributed.last_commit() = :'t1' AS unchanged_by_rollback;
 INSERT INTO items VALUES (2, 'two');
 SELECT distributed.last_commit() AS t2 \gset
 SELECT distributed.token_lsn(:'t2') > distributed.token_lsn(:'t1') AS advanced;
+-- formatted as pg_lsn's output, after the timeline and a colon
+SELECT :'t2' = distributed.token_timeline(:'t2') || ':' || distributed.token_lsn(:'t2')::text AS formatted_like_pg_lsn,
+       p = distributed.token_timeline(p) || ':' || distributed.token_lsn(p)::text AS position_formatted_like_pg_lsn
+  FROM (SELECT distributed.replay_position() AS p) s;
 
 -- Session keys: per connection ...
 SET distributed.session_key = 'alice';

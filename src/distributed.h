@@ -114,25 +114,33 @@ typedef struct DistWaiter
 } DistWaiter;
 
 /*
- * The counters of distributed.stats, defined once: X(field, kind), in the
- * order of the view's columns (the floor column comes between the first
- * and the second).  A DIST_COUNT is shown as int8, a DIST_MICROSECONDS as
- * float8 milliseconds.  The shared struct, its initialisation, the view and
- * reset_stats() are all expanded from this list.
+ * The counters of distributed.stats, defined once: X(field, kind, since),
+ * in the order of the view's columns (the floor column comes between the
+ * first and the second).  A DIST_COUNT is shown as int8, a
+ * DIST_MICROSECONDS as float8 milliseconds.  "since" is the API version of
+ * the extension's SQL (DIST_API_*) whose get_stats() has the column: a
+ * server running this library with an older version installed (before
+ * ALTER EXTENSION distributed UPDATE) is served that version's columns.
+ * The shared struct, its initialisation, the view and reset_stats() are
+ * all expanded from this list.
  */
+#define DIST_API_0_1	1
+#define DIST_API_0_2	2
+
 #define DIST_COUNTERS(X) \
-	X(evictions, DIST_COUNT) \
-	X(commits_recorded, DIST_COUNT) \
-	X(checks_safe, DIST_COUNT) \
-	X(checks_unsafe, DIST_COUNT) \
-	X(waits_started, DIST_COUNT) \
-	X(waits_reached, DIST_COUNT) \
-	X(waits_timed_out, DIST_COUNT) \
-	X(waits_promoted, DIST_COUNT) \
-	X(waits_unreachable, DIST_COUNT) \
-	X(waits_not_in_recovery, DIST_COUNT) \
-	X(waits_cancelled, DIST_COUNT) \
-	X(wait_time_us, DIST_MICROSECONDS)
+	X(evictions, DIST_COUNT, DIST_API_0_1) \
+	X(commits_recorded, DIST_COUNT, DIST_API_0_1) \
+	X(checks_safe, DIST_COUNT, DIST_API_0_1) \
+	X(checks_unsafe, DIST_COUNT, DIST_API_0_1) \
+	X(waits_started, DIST_COUNT, DIST_API_0_1) \
+	X(waits_reached, DIST_COUNT, DIST_API_0_1) \
+	X(waits_timed_out, DIST_COUNT, DIST_API_0_1) \
+	X(waits_promoted, DIST_COUNT, DIST_API_0_1) \
+	X(waits_unreachable, DIST_COUNT, DIST_API_0_1) \
+	X(waits_not_in_recovery, DIST_COUNT, DIST_API_0_1) \
+	X(waits_stale_snapshot, DIST_COUNT, DIST_API_0_2) \
+	X(waits_cancelled, DIST_COUNT, DIST_API_0_1) \
+	X(wait_time_us, DIST_MICROSECONDS, DIST_API_0_1)
 
 typedef enum DistCounterKind
 {
@@ -142,7 +150,7 @@ typedef enum DistCounterKind
 
 typedef struct DistCounters
 {
-#define DIST_COUNTER_FIELD(field, kind) pg_atomic_uint64 field;
+#define DIST_COUNTER_FIELD(field, kind, since) pg_atomic_uint64 field;
 	DIST_COUNTERS(DIST_COUNTER_FIELD)
 #undef DIST_COUNTER_FIELD
 } DistCounters;
@@ -215,7 +223,7 @@ extern void DistEnsureFloor(void);
 /* token.c */
 extern bool DistParseToken(const char *text, DistToken *token);
 extern DistToken DistTokenFromText(text *t);
-extern void DistFormatToken(char *buf, TimeLineID tli, XLogRecPtr lsn);
+extern int	DistFormatToken(char *buf, TimeLineID tli, XLogRecPtr lsn);
 extern text *DistTokenToText(TimeLineID tli, XLogRecPtr lsn);
 extern DistTokenStatus DistTokenState(DistToken token);
 extern void DistRaiseBeforeTimeline(DistToken token);

@@ -249,27 +249,58 @@ DistResultOf(DistTokenStatus state, DistToken token, bool began_in_recovery)
 	return DIST_WAIT_TIMEOUT;
 }
 
+/* Count a wait's outcome and its time. */
+static void
+DistCountWait(DistWaitResult result)
+{
+	pg_atomic_uint64 *counter;
+
+	switch (result)
+	{
+		case DIST_WAIT_REACHED:
+			counter = &dist_shared->counters.waits_reached;
+			break;
+		case DIST_WAIT_TIMEOUT:
+			counter = &dist_shared->counters.waits_timed_out;
+			break;
+		case DIST_WAIT_PROMOTED:
+			counter = &dist_shared->counters.waits_promoted;
+			break;
+		case DIST_WAIT_NOT_IN_RECOVERY:
+			counter = &dist_shared->counters.waits_not_in_recovery;
+			break;
+		case DIST_WAIT_STALE_SNAPSHOT:
+			counter = &dist_shared->counters.waits_stale_snapshot;
+			break;
+		default:
+			counter = &dist_shared->counters.waits_unreachable;
+			break;
+	}
+	pg_atomic_fetch_add_u64(counter, 1);
+	pg_atomic_fetch_add_u64(&dist_shared->counters.wait_time_us,
+							(uint64) Max(0, GetCurrentTimestamp() - dist_wait_started));
+}
+
 /*
  * wait() in a transaction whose snapshot is fixed (see DistSnapshotFixed):
  * sleeping cannot make that snapshot see anything, so answer at once, and
- * never 'reached'.  Counted as a check, not a wait.
+ * never 'reached'.
  */
 static DistWaitResult
 DistWaitFixedSnapshot(DistToken token)
 {
-	DistTokenStatus state = DistTokenStateChecked(token);
+	DistTokenStatus state;
+	DistWaitResult result = DIST_WAIT_STALE_SNAPSHOT;
 
-	pg_atomic_fetch_add_u64(&dist_shared->counters.checks_unsafe, 1);
-	switch (state)
-	{
-		case DIST_NEVER:
-			return DIST_WAIT_UNREACHABLE;
-		case DIST_NOT_IN_RECOVERY:
-			return DIST_WAIT_NOT_IN_RECOVERY;
-		default:
-			break;
-	}
-	return DIST_WAIT_STALE_SNAPSHOT;
+	dist_wait_started = GetCurrentTimestamp();
+	pg_atomic_fetch_add_u64(&dist_shared->counters.waits_started, 1);
+	state = DistTokenStateChecked(token);
+	if (state == DIST_NEVER)
+		result = DIST_WAIT_UNREACHABLE;
+	else if (state == DIST_NOT_IN_RECOVERY)
+		result = DIST_WAIT_NOT_IN_RECOVERY;
+	DistCountWait(result);
+	return result;
 }
 
 static DistWaitResult
@@ -279,7 +310,6 @@ DistWait(DistToken token, int32 timeout_ms)
 	DistTokenStatus state;
 	DistWaitResult result;
 	TimestampTz deadline;
-	pg_atomic_uint64 *counter;
 
 	dist_wait_started = GetCurrentTimestamp();
 	deadline = TimestampTzPlusMilliseconds(dist_wait_started, timeout_ms);
@@ -312,27 +342,7 @@ DistWait(DistToken token, int32 timeout_ms)
 	}
 
 	result = DistResultOf(state, token, began_in_recovery);
-	switch (result)
-	{
-		case DIST_WAIT_REACHED:
-			counter = &dist_shared->counters.waits_reached;
-			break;
-		case DIST_WAIT_TIMEOUT:
-			counter = &dist_shared->counters.waits_timed_out;
-			break;
-		case DIST_WAIT_PROMOTED:
-			counter = &dist_shared->counters.waits_promoted;
-			break;
-		case DIST_WAIT_NOT_IN_RECOVERY:
-			counter = &dist_shared->counters.waits_not_in_recovery;
-			break;
-		default:
-			counter = &dist_shared->counters.waits_unreachable;
-			break;
-	}
-	pg_atomic_fetch_add_u64(counter, 1);
-	pg_atomic_fetch_add_u64(&dist_shared->counters.wait_time_us,
-							(uint64) Max(0, GetCurrentTimestamp() - dist_wait_started));
+	DistCountWait(result);
 	return result;
 }
 
@@ -402,11 +412,10 @@ DistRaiseWaitResult(DistWaitResult result, DistToken token, int32 timeout)
 		token.tli = tli;
 
 	/*
-	 * A client that was just told "not yet" wants to know how far replay
-	 * got.  (The abort refreshes the reported position as well.)
+	 * The error aborts the transaction, and the abort reports the replay
+	 * position (DistReportReplayPosition()), so the client told "not yet"
+	 * also learns how far replay got.
 	 */
-	DistReportReplayPosition();
-
 	switch (result)
 	{
 		case DIST_WAIT_TIMEOUT:
@@ -547,15 +556,11 @@ distributed_wait_for_lsn(PG_FUNCTION_ARGS)
  * ------------------------------------------------------------------------
  */
 
-/* Last replay position this backend reported. */
-static XLogRecPtr dist_reported_replay = InvalidXLogRecPtr;
-static TimeLineID dist_reported_replay_tli = 0;
-
 /*
- * On a follower, refresh distributed.replay_position if replay has moved
- * since this backend last reported it; report.c tells the client before
- * the next ReadyForQuery.  Called at the end of every transaction,
- * committed or aborted.  Raises no error.
+ * On a follower, make replay's position the value of
+ * distributed.replay_position; report.c tells the client before the next
+ * ReadyForQuery if it has moved since the client was last told.  Called at
+ * the end of every transaction, committed or aborted.  Raises no error.
  */
 void
 DistReportReplayPosition(void)
@@ -566,10 +571,5 @@ DistReportReplayPosition(void)
 	if (!dist_report_replay || !RecoveryInProgress())
 		return;
 	replay = GetXLogReplayRecPtr(&tli);
-	if (replay != dist_reported_replay || tli != dist_reported_replay_tli)
-	{
-		dist_reported_replay = replay;
-		dist_reported_replay_tli = tli;
-		DistReport(DIST_REPORT_REPLAY_POSITION, tli, replay);
-	}
+	DistReport(DIST_REPORT_REPLAY_POSITION, tli, replay);
 }

@@ -37,6 +37,10 @@
 
 #define SESSIONS_COLS	5
 #define STATS_COLS		(DIST_NUM_COUNTERS + 8)
+
+/* get_stats()'s columns in the SQL of extension version 0.1 */
+#define DIST_COUNTER_IN_0_1(field, kind, since) + ((since) == DIST_API_0_1)
+#define STATS_COLS_0_1	(0 DIST_COUNTERS(DIST_COUNTER_IN_0_1) + 8)
 #define WAITERS_COLS	5
 
 /* distributed.stats: role, capacity, entries, evictions, then the floor */
@@ -112,11 +116,23 @@ distributed_get_stats(PG_FUNCTION_ARGS)
 	TimeLineID	ftli;
 	XLogRecPtr	flsn;
 	int			nwaiting;
+	int			api;
 	int			i = 0;
 
 	DistCheckLoaded();
 	DistInitMaterializedSRF(fcinfo);
 	c = &dist_shared->counters;
+
+	/*
+	 * The installed SQL may be older than this library (the extension not
+	 * yet updated): serve the columns its get_stats() declares.
+	 */
+	if (rsinfo->setDesc->natts == STATS_COLS)
+		api = DIST_API_0_2;
+	else if (rsinfo->setDesc->natts == STATS_COLS_0_1)
+		api = DIST_API_0_1;
+	else
+		elog(ERROR, "incorrect number of output arguments");
 
 	for (int part = 0; part < dist_shared->npartitions; part++)
 	{
@@ -133,11 +149,13 @@ distributed_get_stats(PG_FUNCTION_ARGS)
 	values[i++] = Int64GetDatum(entries);
 
 	/*
-	 * The counters in the order of DIST_COUNTERS; the floor column comes
-	 * after the first of them (evictions), where the view has it.
+	 * The counters in the order of DIST_COUNTERS, those the installed
+	 * version has; the floor column comes after the first of them
+	 * (evictions), where the view has it.
 	 */
-#define DIST_COUNTER_COLUMN(field, kind) \
-	values[i++] = DistCounterDatum(&c->field, kind); \
+#define DIST_COUNTER_COLUMN(field, kind, since) \
+	if ((since) <= api) \
+		values[i++] = DistCounterDatum(&c->field, kind); \
 	if (i == FLOOR_COLUMN) \
 	{ \
 		if (dist_shared->floor_ready) \
@@ -158,7 +176,7 @@ distributed_get_stats(PG_FUNCTION_ARGS)
 	SpinLockAcquire(&dist_shared->stats_lock);
 	values[i++] = TimestampTzGetDatum(dist_shared->stats_reset);
 	SpinLockRelease(&dist_shared->stats_lock);
-	Assert(i == STATS_COLS);
+	Assert(i == rsinfo->setDesc->natts);
 
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
@@ -208,7 +226,7 @@ distributed_reset_stats(PG_FUNCTION_ARGS)
 
 	DistCheckLoaded();
 	c = &dist_shared->counters;
-#define DIST_COUNTER_RESET(field, kind) pg_atomic_write_u64(&c->field, 0);
+#define DIST_COUNTER_RESET(field, kind, since) pg_atomic_write_u64(&c->field, 0);
 	DIST_COUNTERS(DIST_COUNTER_RESET)
 #undef DIST_COUNTER_RESET
 	now = GetCurrentTimestamp();

@@ -61,9 +61,14 @@
 typedef struct DistReportedValue
 {
 	const char *name;			/* the setting */
-	char		value[DIST_TOKEN_BUFLEN];	/* what SHOW answers */
-	char		sent[DIST_TOKEN_BUFLEN];	/* what the client last got */
-	bool		pending;		/* value differs from sent */
+	bool		set;			/* false until the first value */
+	TimeLineID	tli;			/* the value */
+	XLogRecPtr	lsn;
+	bool		pending;		/* value differs from what the client has */
+	bool		sent_set;		/* what the client last got: '' or ... */
+	TimeLineID	sent_tli;		/* ... this token */
+	XLogRecPtr	sent_lsn;
+	char		shown[DIST_TOKEN_BUFLEN];	/* SHOW's text of the value */
 } DistReportedValue;
 
 /* Both start empty: the value reported at connection start. */
@@ -80,7 +85,8 @@ static PQcommMethods dist_report_methods;
 
 /*
  * Send the pending reports, through the backend's own methods.  Runs just
- * before ReadyForQuery goes into the send buffer.
+ * before ReadyForQuery goes into the send buffer.  Values are kept as
+ * numbers and formatted only here, once per message sent.
  */
 static void
 DistSendPending(void)
@@ -97,18 +103,19 @@ DistSendPending(void)
 		if (!r->pending)
 			continue;
 		r->pending = false;
-		if (strcmp(r->value, r->sent) == 0)
-			continue;
 
 		/* ParameterStatus: name and value, each zero-terminated */
 		namelen = strlen(r->name) + 1;
-		vallen = strlen(r->value) + 1;
 		Assert(namelen <= DIST_REPORT_NAMELEN);
 		memcpy(msg, r->name, namelen);
-		memcpy(msg + namelen, r->value, vallen);
+		vallen = DistFormatToken(msg + namelen, r->tli, r->lsn) + 1;
 		if (dist_socket_methods->putmessage(DIST_MSG_PARAMETER_STATUS, msg,
 											namelen + vallen) == 0)
-			strlcpy(r->sent, r->value, sizeof(r->sent));
+		{
+			r->sent_set = true;
+			r->sent_tli = r->tli;
+			r->sent_lsn = r->lsn;
+		}
 	}
 }
 
@@ -146,29 +153,44 @@ DistCanReport(void)
 
 /*
  * Make (tli, lsn) the value of a reported setting in this backend; the
- * client is told before the next ReadyForQuery.  Raises no error.
+ * client is told before the next ReadyForQuery, unless it already has
+ * that value.  Raises no error.
  */
 void
 DistReport(DistReported which, TimeLineID tli, XLogRecPtr lsn)
 {
 	DistReportedValue *r = &dist_reported[which];
 
-	DistFormatToken(r->value, tli, lsn);
+	if (r->set && r->tli == tli && r->lsn == lsn)
+		return;
+	r->set = true;
+	r->tli = tli;
+	r->lsn = lsn;
+	r->shown[0] = '\0';		/* formatted again when SHOW asks */
 	if (DistCanReport())
 	{
-		r->pending = true;
-		dist_any_pending = true;
+		r->pending = !r->sent_set || r->sent_tli != tli || r->sent_lsn != lsn;
+		dist_any_pending |= r->pending;
 	}
+}
+
+/* What SHOW and current_setting() answer: '' before the first value. */
+static const char *
+DistShow(DistReportedValue *r)
+{
+	if (r->set && r->shown[0] == '\0')
+		(void) DistFormatToken(r->shown, r->tli, r->lsn);
+	return r->shown;
 }
 
 const char *
 DistShowLastCommit(void)
 {
-	return dist_reported[DIST_REPORT_LAST_COMMIT].value;
+	return DistShow(&dist_reported[DIST_REPORT_LAST_COMMIT]);
 }
 
 const char *
 DistShowReplayPosition(void)
 {
-	return dist_reported[DIST_REPORT_REPLAY_POSITION].value;
+	return DistShow(&dist_reported[DIST_REPORT_REPLAY_POSITION]);
 }

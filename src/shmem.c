@@ -175,7 +175,7 @@ DistShmemStartup(void)
 		dist_shared->prepared_lock =
 			&(GetNamedLWLockTranche("distributed_prepared"))->lock;
 
-#define DIST_COUNTER_INIT(field, kind) \
+#define DIST_COUNTER_INIT(field, kind, since) \
 		pg_atomic_init_u64(&dist_shared->counters.field, 0);
 		DIST_COUNTERS(DIST_COUNTER_INIT)
 #undef DIST_COUNTER_INIT

@@ -228,6 +228,49 @@ is(qry($fb, "SELECT distributed.wait('$t_later', 180000)"), 'reached',
 is(check_lost($fa, $t_lost), 'f', 'A: t_lost not replayed at the end');
 is(check_lost($fb, $t_lost), 'f', 'B: t_lost not replayed at the end');
 
+# ---------------------------------------------------------------------
+# B's copy of timeline 2's history (fetched from A when B followed it onto
+# timeline 2), missing or corrupt: every form raises 55U04, an ERROR that
+# leaves the session, and no waiter, behind.  003 tests the same on a
+# promoted node, which wrote its history file itself.
+# ---------------------------------------------------------------------
+my $hist = $fb->data_dir . '/pg_wal/00000002.history';
+ok(-f $hist, 'B holds timeline 2\'s history file, received from A');
+my $saved = slurp_file($hist);
+my @calls = (
+	[ 'is_replayed(token)', "SELECT distributed.is_replayed('$t1')" ],
+	[ 'wait(token, 0)',     "SELECT distributed.wait('$t1', 0)" ],
+	[ 'wait(token, 1000)',  "SELECT distributed.wait('$t_later', 1000)" ],
+	[ 'CALL wait_for',      "CALL distributed.wait_for('$t1', 1000)" ],
+	[ 'is_replayed(bare LSN)', "SELECT distributed.is_replayed('$t_lost_lsn')" ]);
+for my $bad (undef, "garbage\n", "1\t0/1000000\n5\t0/2000000\n", "")
+{
+	my $what = defined $bad ? "\"" . ($bad =~ s/\s+/ /gr) . "\"" : 'missing';
+	unlink $hist if -e $hist;
+	if (defined $bad)
+	{
+		open my $fh, '>', $hist or die "write $hist: $!";
+		print $fh $bad;
+		close $fh;
+	}
+	@r = pstatus($fb, map { ($_->[1], "SELECT 'alive'") } @calls);
+	for my $i (0 .. $#calls)
+	{
+		my $call = $calls[$i][0];
+		is($r[ 2 * $i ]{error}{sqlstate}, '55U04',
+			"B, history file $what: $call raises 55U04")
+		  or diag explain $r[ 2 * $i ];
+		is($r[ 2 * $i + 1 ]{rows}[0][0], 'alive',
+			"B, history file $what: the session survives $call");
+	}
+}
+open my $hfh, '>', $hist or die "write $hist: $!";
+print $hfh $saved;
+close $hfh;
+is( qry($fb, "SELECT distributed.is_replayed('$t1'), distributed.is_replayed('$t_lost'),"
+		  . " (SELECT count(*) FROM distributed.waiters)"),
+	't|f|0', 'B, history file restored: t1 held, t_lost not, no waiter left behind');
+
 is(join(',', map { $lost_seen{$_} // 0 } qw(casc_a casc_b)), '0,0',
 	"t_lost was never reported replayed (A: $checks{casc_a} checks, B: $checks{casc_b})");
 

@@ -55,6 +55,29 @@ is($r[2]{rows}[0][0], $r[1]{replay_position},
 is($r[3]{rows}[0][0], $r[2]{replay_position},
 	'current_setting() answers the reported value');
 
+# A wait_for that times out in a transaction block: replay moved inside
+# the block (nothing is reported before its end), the timeout's error
+# aborts it, and its reply carries the position replay reached.
+pause($f);
+$leader->safe_psql('postgres', 'INSERT INTO t VALUES (3)');
+$target = $leader->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
+@r = pstatus(
+	$f,
+	'SELECT 1',
+	'BEGIN',
+	"DO \$\$ BEGIN PERFORM pg_wal_replay_resume(); "
+	  . "WHILE pg_last_wal_replay_lsn() < '$target'::pg_lsn LOOP "
+	  . "PERFORM pg_sleep(0.01); END LOOP; END \$\$",
+	"CALL distributed.wait_for('1:FF/0', 10)",
+	'ROLLBACK');
+cmp_ok(token_lsn_num($r[0]{replay_position}), '<', lsn_num($target),
+	'wait_for timeout: paused, the position before the write');
+is($r[2]{replay_position}, $r[0]{replay_position},
+	'wait_for timeout: nothing reported inside the block');
+is($r[3]{error}{sqlstate}, '57014', 'wait_for timeout: 57014');
+cmp_ok(token_lsn_num($r[3]{replay_position}), '>=', lsn_num($target),
+	'wait_for timeout: the error reports the position replay reached');
+
 # ---------------------------------------------------------------------
 # Leader: its own asynchronous commit is held by both functions
 # ---------------------------------------------------------------------

@@ -143,6 +143,22 @@ is(join('|', @{ $r[1]{rows}[0] }), 'stale_snapshot|f',
 my ($out, $err) = one_message("SELECT 1; SELECT distributed.wait('$t1', 0)", $RR);
 like($out, qr/(?:\A|\n)stale_snapshot\n\z/, 'RR, statements of one message: stale_snapshot');
 
+# Counted: a wait answered stale_snapshot is a wait begun and one of
+# waits_stale_snapshot; is_replayed()'s false stays a check.
+$f->safe_psql('postgres', 'SELECT distributed.reset_stats()');
+@r = pstatus(
+	$f,
+	"BEGIN ISOLATION LEVEL REPEATABLE READ",                          # 0
+	"SELECT distributed.wait('$t1', 0)",                              # 1
+	"SELECT distributed.wait(distributed.token_lsn('$t1'), 100)",     # 2
+	"SELECT distributed.is_replayed('$t1')",                          # 3
+	"COMMIT",                                                         # 4
+	"SELECT waits_started, waits_stale_snapshot, waits_reached,"
+	  . " checks_unsafe, checks_safe FROM distributed.stats");       # 5
+is(join('|', @{ $r[5]{rows}[0] // [] }), '2|2|0|1|0',
+	'stats: two waits answered stale_snapshot, counted in waits_stale_snapshot, not as checks')
+  or diag explain $r[5];
+
 # ---------------------------------------------------------------------
 # REPEATABLE READ in autocommit: the function cannot tell whether its
 # statement ends the transaction (a pipeline or DO block may go on in it),
@@ -221,45 +237,52 @@ sub no_xmin_while_waiting
 	return;
 }
 
-pause($f);
-my $t5 = write_row(5);
-my $c = bg_client('psql', '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
-	'-d', $f->connstr('postgres') . ' application_name=s_simple',
-	'-c', "CALL distributed.wait_for('$t5', 180000); SELECT count(*) FROM t");
-my $pid = waiting_pid($f, 's_simple', $c);
-ok(defined $pid, 'simple query: the combined message waits for replay');
-SKIP:
+# As a simple-query string, and as a libpq pipeline (Parse/Bind/Execute
+# twice, one Sync): the client's argv, and how to find the read's count in
+# what it prints.
+my @one_trip = (
+	[
+		'simple query', 5,
+		sub {
+			('psql', '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', $_[0],
+				'-c', "CALL distributed.wait_for('$_[1]', 180000); SELECT count(*) FROM t");
+		},
+		sub { (split /\n/, $_[0])[-1] }
+	],
+	[
+		'pipeline', 6,
+		sub {
+			($DistributedCluster::PYTHON, $PIPELINE, $_[0],
+				"CALL distributed.wait_for('$_[1]', 180000)", "SELECT count(*) FROM t");
+		},
+		sub {
+			my @p = map { decode_json($_) } grep { /\S/ } split /\n/, $_[0];
+			$p[0]{error} ? $p[0]{error}{message} : $p[1]{rows}[0][0];
+		}
+	]);
+my $t6;
+for my $case (@one_trip)
 {
-	skip 'the combined message did not wait', 2 unless defined $pid;
-	no_xmin_while_waiting($pid, 'simple query');
-}
-usleep(300_000);
-resume($f);
-($out, $err) = bg_client_finish($c);
-is((split /\n/, $out)[-1], '5', 'simple query: the read after CALL wait_for sees the row');
-is($err, '', 'simple query: no error');
+	my ($what, $id, $argv, $read) = @$case;
+	my $app = "one_trip_$id";
 
-# the same as a libpq pipeline: Parse/Bind/Execute twice, one Sync
-pause($f);
-my $t6 = write_row(6);
-$c = bg_client($DistributedCluster::PYTHON, $PIPELINE,
-	$f->connstr('postgres') . ' application_name=s_pipe',
-	"CALL distributed.wait_for('$t6', 180000)",
-	"SELECT count(*) FROM t");
-$pid = waiting_pid($f, 's_pipe', $c);
-ok(defined $pid, 'pipeline: the CALL waits for replay');
-SKIP:
-{
-	skip 'the pipeline did not wait', 2 unless defined $pid;
-	no_xmin_while_waiting($pid, 'pipeline');
+	pause($f);
+	$t6 = write_row($id);
+	my $c = bg_client($argv->($f->connstr('postgres') . " application_name=$app", $t6));
+	my $pid = waiting_pid($f, $app, $c);
+	ok(defined $pid, "$what: the combined message waits for replay");
+	SKIP:
+	{
+		skip "$what did not wait", 2 unless defined $pid;
+		no_xmin_while_waiting($pid, $what);
+	}
+	usleep(300_000);
+	resume($f);
+	($out, $err) = bg_client_finish($c);
+	is($read->($out), $id, "$what: the read after CALL wait_for sees the row")
+	  or diag $out;
+	is($err, '', "$what: no error");
 }
-usleep(300_000);
-resume($f);
-($out, $err) = bg_client_finish($c);
-my @p = map { decode_json($_) } grep { /\S/ } split /\n/, $out;
-is($p[0]{error}, undef, 'pipeline: CALL wait_for returned without error')
-  or diag explain $p[0];
-is($p[1]{rows}[0][0], '6', 'pipeline: the read after CALL wait_for sees the row');
 
 # A READ COMMITTED transaction block: each statement takes a new snapshot.
 @r = pstatus(
@@ -281,18 +304,21 @@ like($err, qr/ERROR:\s+25001:/, 'RR, one message: CALL wait_for raises 25001');
 	"CALL distributed.wait_for('$t6', 1000)",
 	"ROLLBACK");
 is($r[1]{error}{sqlstate}, '25001', 'RR block: CALL wait_for raises 25001');
-$c = bg_client($DistributedCluster::PYTHON, $PIPELINE,
+my $c = bg_client($DistributedCluster::PYTHON, $PIPELINE,
 	$f->connstr('postgres') . $RR,
 	"CALL distributed.wait_for('$t6', 1000)",
 	"SELECT count(*) FROM t");
 ($out, $err) = bg_client_finish($c);
-@p = map { decode_json($_) } grep { /\S/ } split /\n/, $out;
+my @p = map { decode_json($_) } grep { /\S/ } split /\n/, $out;
 is($p[0]{error}, undef,
 	'RR pipeline: CALL wait_for (non-atomic, first of the pipeline) ends its transaction and runs')
   or diag explain \@p, $err;
 is($p[1]{rows}[0][0], '6', 'RR pipeline: the read after it runs in a new transaction');
 
 is($f->safe_psql('postgres', 'SELECT count(*) FROM distributed.waiters'),
-	'0', 'no waiter left behind');
+	'0', 'no waiter left behind')
+  or diag $f->safe_psql('postgres',
+	'SELECT w.*, a.application_name, a.state, a.query FROM distributed.waiters w'
+	  . ' LEFT JOIN pg_stat_activity a USING (pid)');
 
 done_testing();
