@@ -33,3 +33,8 @@ PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS tracks no header dependencies (without --enable-depend): rebuild every
+# object when a shared header changes, or a stale object reads a changed
+# struct with the old layout.
+$(OBJS): src/distributed.h src/compat.h
