@@ -219,12 +219,15 @@ def execute_after_wait(form: str, execute: Any, context: Any, token: str, wait_m
 
 def wait_refused(error: BaseException) -> Optional[str]:
     """If the error is CALL distributed.wait_for's answer (a timeout, a
-    promotion...), that answer ("timeout", ...); None for any other error,
-    such as the read's own statement_timeout (57014 as well, but raised
-    elsewhere in the server)."""
+    promotion, a token this server cannot hold...), that answer
+    ("timeout", ...); None for any other error, such as the read's own
+    statement_timeout (57014 as well, but raised elsewhere in the server,
+    hence the check of the raising function for that code alone)."""
     code = sqlstate(error)
     if code not in WAIT_ANSWERS:
         return None
+    if code.startswith("55U"):
+        return WAIT_ANSWERS[code]  # the extension's own codes: raised by the wait or the token check
     for e in (error, error.__cause__):
         diag = getattr(e, "diag", None)
         if diag is None:

@@ -604,6 +604,31 @@ class Plumbing(RouterTestCase):
         CLUSTER.followers[0].pause()
         self.assertEqual(answer(CLUSTER.followers[0], "1:FFFFFFFF/0"), "timeout")
 
+    def test_combined_wait_takes_every_code_the_extension_raises(self):
+        """A token check inside the wait can refuse with 55U04 (history file
+        missing or corrupt) or 55U05 (token before its timeline's start),
+        raised outside DistRaiseWaitResult: the one-round-trip path must
+        still take them as the wait's answer (the read moves to the leader),
+        and a 57014 raised by anything but the wait stays the read's own."""
+        import psycopg2
+
+        from readyourwrites import drivers
+
+        def error(code):
+            conn = CLUSTER.followers[0].connect("app")
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("DO $$ BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = '%s'; END $$" % code)
+            except psycopg2.DatabaseError as e:
+                return e
+            finally:
+                conn.close()
+            self.fail("no error raised")
+
+        for code in ("55U01", "55U02", "55U03", "55U04", "55U05"):
+            self.assertEqual(drivers.wait_refused(error(code)), drivers.WAIT_ANSWERS[code], code)
+        self.assertIsNone(drivers.wait_refused(error("57014")))
+
     def test_migrations_only_on_the_leader_and_relations_allowed(self):
         router = readyourwrites.ReadYourWritesRouter()
         self.assertFalse(router.allow_migrate("replica1", "shop"))
