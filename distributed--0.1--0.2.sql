@@ -47,3 +47,18 @@ COMMENT ON VIEW stats IS
 'Counters of this server: map size, evictions, floor, checks and waits';
 
 GRANT SELECT ON stats TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Comments that 0.1 got wrong or that 0.2 changed: the leader answers with
+-- its insert position, wait() may answer stale_snapshot, and wait_for()
+-- raises the distinct codes of the README's SQLSTATE table.
+-- ---------------------------------------------------------------------------
+
+COMMENT ON FUNCTION replay_position() IS
+'This server''s replay position as a token (on a leader: its WAL insert position)';
+
+COMMENT ON FUNCTION wait(pg_catalog.text, pg_catalog.int4) IS
+'Wait until this server replays a token: reached, timeout, promoted, not_in_recovery, unreachable or stale_snapshot';
+
+COMMENT ON PROCEDURE wait_for(pg_catalog.text, pg_catalog.int4) IS
+'Wait like wait() holding no snapshot; returns when reached, raises 57014 (timeout), 55U01 (unreachable), 55U02 (promoted), 55U03 (not a standby), 55U04 (history file missing or corrupt), 55U05 (token before its timeline) or 25001 (a snapshot is held)';
