@@ -32,7 +32,7 @@ __all__ = [
     "parse_token",
 ]
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def routing_stats() -> dict:
