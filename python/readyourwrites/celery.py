@@ -2,16 +2,17 @@
 
 When a task is published inside a routing context (a request, acting_for),
 the context's token -- signed, never a session key -- travels in a message
-header; the worker opens a context demanding that token around the task.
+header; the worker opens a context demanding that token around the task
+(see carry.py: published inside a transaction on the leader, the task also
+demands the leader's position when it starts; publish with
+transaction.on_commit() so that the task cannot start before the commit).
 Connected when the app is ready if Celery is installed.
 """
 from typing import Any, Dict
 
 from celery.signals import before_task_publish, task_postrun, task_prerun
-from django.core import signing
 
-from .api import acting_for, current_token
-from .context import current, thread_own
+from .carry import signed_carry, worker_scope
 
 HEADER = "readyourwrites_token"
 _SALT = "readyourwrites.celery"
@@ -20,14 +21,11 @@ _open: Dict[str, Any] = {}
 
 
 def _on_publish(headers: Any = None, **kwargs: Any) -> None:
-    if headers is None or (current() is None and thread_own() is None):
+    if headers is None:
         return
-    try:
-        token = current_token()
-    except Exception:
-        return  # the leader did not answer: publish anyway, the task reads from the leader on its own
-    if token is not None:
-        headers[HEADER] = signing.dumps(str(token), salt=_SALT)
+    signed = signed_carry(_SALT)
+    if signed is not None:
+        headers[HEADER] = signed
 
 
 def _header(task: Any) -> Any:
@@ -39,13 +37,8 @@ def _header(task: Any) -> Any:
 
 
 def _on_prerun(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
-    value = _header(task)
-    if not value:
-        return
-    try:
-        token = signing.loads(value, salt=_SALT, max_age=MAX_AGE)
-        scope = acting_for(token=token)
-    except (signing.BadSignature, ValueError):
+    scope = worker_scope(_header(task), _SALT, MAX_AGE)
+    if scope is None:
         return
     scope.__enter__()
     _open[task_id] = scope

@@ -17,7 +17,7 @@ replaced (or cleared) before it can record this one's writes.
 import logging
 import threading
 import weakref
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from django.db import connections, transaction
 
@@ -30,7 +30,7 @@ from .tokens import Token, parse_token
 
 logger = logging.getLogger("readyourwrites")
 
-__all__ = ["observe", "needed_token", "finish_context", "watch_leader"]
+__all__ = ["observe", "needed_token", "finish_context", "watch_leader", "token_to_carry", "leader_position"]
 
 _internal = threading.local()  # .on: the router's own statement; the wrapper stays out of it
 
@@ -167,11 +167,43 @@ def _own_token_asked(config: Any) -> Optional[Token]:
     at or past every commit that has returned."""
     state.count("token_queries")
     if config.pooler == "transaction":
-        row = _query("SELECT distributed.token_timeline(distributed.replay_position())::text"
-                     " || ':' || pg_catalog.pg_current_wal_insert_lsn()::text", [])
-    else:
-        row = _query("SELECT distributed.last_commit()", [])
+        return leader_position()
+    row = _query("SELECT distributed.last_commit()", [])
     return parse_token(row[0])
+
+
+def leader_position() -> Optional[Token]:
+    """The leader's WAL insert position, as a token: at or past every
+    commit that has returned.  One query."""
+    row = _query("SELECT distributed.token_timeline(distributed.replay_position())::text"
+                 " || ':' || pg_catalog.pg_current_wal_insert_lsn()::text", [])
+    return parse_token(row[0])
+
+
+def _highest(*tokens: Optional[Token]) -> Optional[Token]:
+    known = [t for t in tokens if t is not None]
+    return max(known) if known else None
+
+
+def token_to_carry() -> Tuple[Optional[Token], bool]:
+    """What a task enqueued (a message published) now must see: the token,
+    and whether the worker must also demand the leader's position when the
+    task starts.  It must when the enqueuing code is inside a transaction
+    on the leader: its writes commit after this, perhaps with the task's
+    row, and no token names them yet.  And when the key's lookup fails:
+    the key's writes are unknown, but every token already known (the
+    cookie's, the context's own commits, the thread's) is still carried."""
+    ctx = current()
+    known = _highest(thread_own(), ctx.token if ctx is not None else None,
+                     ctx.own if ctx is not None else None)
+    try:
+        token = _highest(needed_token(ctx), thread_own())
+    except Exception as e:  # a DatabaseError, or InterfaceError on a closed connection
+        logger.warning("token lookup on the leader failed (%s); the task demands the leader's "
+                       "position when it starts", e)
+        state.count("carry_lookup_failed")
+        return known, True
+    return token, bool(_leader().in_atomic_block)
 
 
 def needed_token(ctx: Optional[RoutingContext]) -> Optional[Token]:

@@ -589,6 +589,39 @@ class Hole8Celery(HoleTestCase):
             self.assertNotIn(hash_key(raw_key), message)
 
 
+    def test_failed_lookup_at_publish_keeps_the_known_tokens(self):
+        """Review M1: the key's lookup fails when the task is published;
+        the context's own write (followers paused) must still be demanded
+        by the task, not dropped with the lookup."""
+        from celery import Celery
+        from celery.contrib.testing.worker import start_worker
+        from django.db import DatabaseError
+
+        app = Celery("ryw8m1", broker="memory://", backend="cache+memory://")
+        app.conf.update(task_always_eager=False, worker_hijack_root_logger=False)
+
+        @app.task(name="ryw8m1.read_item")
+        def read_item(pk):
+            try:
+                obj = Item.objects.get(pk=pk)
+                return obj.value, obj._state.db
+            finally:
+                connections.close_all()
+
+        self.pause_all()
+        client = Client()
+        self.write(client, 12)
+        raw_key = client.cookies["sessionid"].value
+        with acting_for(raw_key):
+            Item.objects.filter(pk=self.pk).update(value=13)
+            with mock.patch("readyourwrites.leader._query", side_effect=DatabaseError("the leader went away")):
+                pending = [read_item.delay(self.pk) for _ in range(3)]
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            results = [p.get(timeout=30) for p in pending]
+        self.assertEqual([v for v, _ in results], [13] * 3,
+                         "the task read from a follower without the write its publisher had made")
+
+
 @skipUnless(django.VERSION >= (6, 0), "Django's task framework (django.tasks) is new in 6.0")
 class Hole8DjangoTasks(HoleTestCase):
     """readyourwrites.tasks.task with a backend whose worker is a process
@@ -601,11 +634,48 @@ class Hole8DjangoTasks(HoleTestCase):
             self.skipTest("django-tasks-db (a task backend with a worker process) is not installed")
         super().setUp()
 
-    def test_task_run_by_a_worker_sees_what_the_enqueuing_request_wrote(self):
+    def run_worker(self, ids):
+        """Run django-tasks-db's db_worker, a process of its own, until the
+        queue is empty; the tasks' results."""
         import subprocess
         import sys
 
         from django.tasks import default_task_backend
+
+        worker = subprocess.run(
+            [sys.executable, "-c", "import django; django.setup(); from django.core.management import call_command; "
+             "call_command('db_worker', batch=True, startup_delay=False, interval=0.1)"],
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        self.assertEqual(worker.returncode, 0, worker.stdout)
+        results = [default_task_backend.get_result(i) for i in ids]
+        self.assertEqual([str(t.status) for t in results], ["SUCCESSFUL"] * len(ids), worker.stdout)
+        return results
+
+    def test_task_enqueued_in_a_transaction_sees_its_commit(self):
+        """Review H1: enqueued inside atomic(), the task's row commits with
+        the write (the queue on the leader alias, django-tasks-db's
+        default), but the token the enqueuing code had to see then was
+        from before the write: an earlier write of the same key, which the
+        followers hold.  The worker must not take that as proof."""
+        from shop.tasks import read_item
+
+        client = Client()
+        self.write(client, 12)
+        raw_key = client.cookies["sessionid"].value
+        for f in self.cluster.followers:
+            self.cluster.caught_up(f)  # they hold the key's write of 12
+        self.pause_all()
+        with mock.patch.dict(os.environ, RYW_TASK_QUEUE_ALIAS="default"):
+            with acting_for(raw_key):
+                with transaction.atomic():
+                    Item.objects.filter(pk=self.pk).update(value=13)
+                    ids = [read_item.enqueue(self.pk).id for _ in range(3)]
+            results = self.run_worker(ids)
+        self.assertEqual([t.return_value[0] for t in results], [13] * 3,
+                         "a task enqueued in the transaction read from before its commit")
+
+    def test_task_run_by_a_worker_sees_what_the_enqueuing_request_wrote(self):
         from django_tasks_db.models import DBTaskResult
 
         self.pause_all()
@@ -615,14 +685,7 @@ class Hole8DjangoTasks(HoleTestCase):
         r = client.post("/holes/write-and-enqueue/%d/13/" % self.pk)
         self.assertEqual(r.status_code, 200)
         ids = r.json()["results"]
-        worker = subprocess.run(
-            [sys.executable, "-c", "import django; django.setup(); from django.core.management import call_command; "
-             "call_command('db_worker', batch=True, startup_delay=False, interval=0.1)"],
-            env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-        self.assertEqual(worker.returncode, 0, worker.stdout)
-        results = [default_task_backend.get_result(i) for i in ids]
-        self.assertEqual([str(t.status) for t in results], ["SUCCESSFUL"] * 3, worker.stdout)
+        results = self.run_worker(ids)
         self.assertEqual([t.return_value[0] for t in results], [13] * 3,
                          "a task read around the write of the request that enqueued it")
         for row in DBTaskResult.objects.filter(id__in=ids):
