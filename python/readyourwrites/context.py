@@ -65,6 +65,7 @@ class RoutingContext:
     token: Optional[Token] = None  # at least this must be visible
     cookie: Optional[Token] = None  # what the request's token cookie said
     browser_key: Optional[str] = None  # TOKEN_STORE "cookie": the browser's random key (raw)
+    key_came: bool = False  # TOKEN_STORE "cookie": the request came with the key's own cookie
     own: Optional[Token] = None  # the highest commit of the context's own
     keys_written: Dict[str, Token] = field(default_factory=dict)  # key in force -> highest own commit under it
     keys_looked_up: Dict[str, Optional[Token]] = field(default_factory=dict)
