@@ -741,6 +741,63 @@ class Hole8DjangoTasks(HoleTestCase):
             self.assertNotIn(hash_key(raw_key), stored)
 
 
+# -- an application role without record() ----------------------------------------------
+
+class RoleWithoutRecord(HoleTestCase):
+    """Review M4: the site connects as a plain role, without EXECUTE on
+    distributed.record() (not granted to PUBLIC).  The cookie store's
+    first write of a browser cannot be recorded under its new key: the
+    request still answers, with a warning and record_failed counted, the
+    token cookie still carries the write, and readyourwrites_status says
+    what to grant."""
+
+    ROLE = "ryw_plain_app"
+
+    def setUp(self):
+        super().setUp()
+        self.cluster.leader.sql(
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN "
+            "CREATE ROLE %s LOGIN; END IF; END$$" % (self.ROLE, self.ROLE), dbname="app")
+        for sql in ("GRANT ALL ON ALL TABLES IN SCHEMA public TO %s",
+                    "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO %s",
+                    "REVOKE EXECUTE ON FUNCTION distributed.record(text, text) FROM %s"):
+            self.cluster.leader.sql(sql % self.ROLE, dbname="app")
+        self.assertFalse(self.on_leader("SELECT has_function_privilege(%s, 'distributed.record(text, text)', "
+                                        "'EXECUTE')", (self.ROLE,)))
+        self.user = settings.DATABASES["default"].get("USER")
+        self._as(self.ROLE)
+        for f in self.cluster.followers:
+            self.cluster.caught_up(f)  # the role and its grants
+
+    def _as(self, user):
+        settings.DATABASES["default"]["USER"] = user
+        connections["default"].settings_dict["USER"] = user
+        renew_connections("default")
+
+    def tearDown(self):
+        self._as(self.user)
+        super().tearDown()
+
+    def test_first_write_of_a_browser_degrades_without_an_error(self):
+        self.assertEqual(self.on_leader("SELECT 1"), 1)
+        with connections["default"].cursor() as cur:
+            cur.execute("SELECT current_user")
+            self.assertEqual(cur.fetchone()[0], self.ROLE)
+        self.pause_all()
+        with settings_with(TOKEN_STORE="cookie"):
+            reset_config()
+            client = Client()
+            with self.assertLogs("readyourwrites", "WARNING") as logs:
+                self.write(client, 31)
+            self.assertIn("grant EXECUTE on distributed.record(text, text)", "\n".join(logs.output))
+            self.assertEqual(state.snapshot()["counts"].get("record_failed", 0), 1)
+            self.assertEqual(self.read(client), {"value": 31, "db": "default"},
+                             "the token cookie still carries the browser's first write")
+            out = io.StringIO()
+            call_command("readyourwrites_status", stdout=out)
+            self.assertIn("record() not granted to %s" % self.ROLE, out.getvalue())
+
+
 # -- failures and operations ---------------------------------------------------------
 
 class Operations(HoleTestCase):
