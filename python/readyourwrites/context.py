@@ -87,9 +87,10 @@ class RoutingContext:
 
         What the key function reads (SESSION_KEY "user" loads the session
         and the user) cannot honour the key it is finding: those reads go
-        to the leader, or a follower that lacks the login's session would
-        log the user out.  Only the thread finding the key is affected (a
-        context carried into other threads is shared)."""
+        to the leader (route_read asks _in_key), or a follower that lacks
+        the login's session would log the user out.  Only the thread
+        finding the key is affected: a context carried into other threads
+        is shared, so nothing shared (leader_depth) changes meanwhile."""
         if self.fixed_keys is not None:
             return self.fixed_keys
         if self.key_function is None or self.request is None or self._in_key:
@@ -97,13 +98,11 @@ class RoutingContext:
         me = threading.get_ident()
         with self._lock:
             self._resolving.add(me)
-            self.leader_depth += 1
         try:
             raw = self.key_function(self.request)
         finally:
             with self._lock:
                 self._resolving.discard(me)
-                self.leader_depth -= 1
         return hash_keys(str(raw)) if raw else ()
 
     def key(self) -> Optional[str]:

@@ -101,9 +101,11 @@ def _ensure_key(conn: Any, w: _Watch, ctx: Optional[RoutingContext]) -> None:
     transaction the key is set for it only (it lapses with a rollback);
     behind a transaction pooler only that is sound, so outside one no key
     is set there and finish_context() records the writes instead."""
-    if ctx is not None and ctx._in_key:
-        return  # resolving the key read the database: leave the key as it is
-    wanted = (ctx.key() if ctx is not None else None) or ""
+    # While the key is being found (the key function loads the session,
+    # which may flush or cycle it) no key is in force: not the one being
+    # found, and not one an earlier context left on this connection, which
+    # would record this write under another user's key.
+    wanted = "" if ctx is None or ctx._in_key else (ctx.key() or "")
     local = bool(conn.in_atomic_block)
     reported = drivers.parameter_status(raw_connection(conn), "distributed.session_key") or ""
     if get_config().pooler == "transaction" and not local:

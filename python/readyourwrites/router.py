@@ -98,7 +98,7 @@ def route_read(model: Any = None, **hints: Any) -> Optional[str]:
     if not config.enabled or not _owned(config, model, hints):
         return None
     ctx = current()
-    if ctx is not None and ctx.leader_depth > 0:
+    if ctx is not None and (ctx.leader_depth > 0 or ctx._in_key):  # _in_key: this thread finds the key
         return config.leader
     leader = connections[config.leader]
     if leader.in_atomic_block or (leader.connection is not None and not leader.autocommit):

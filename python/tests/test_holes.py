@@ -741,6 +741,75 @@ class Hole8DjangoTasks(HoleTestCase):
             self.assertNotIn(hash_key(raw_key), stored)
 
 
+# -- while the key is being found ----------------------------------------------------
+
+class KeyFinding(HoleTestCase):
+    def test_finding_the_key_sends_only_that_threads_reads_to_the_leader(self):
+        """Review L1: a context shared with another thread (carry_context)
+        while one thread runs the key function: only that thread's reads
+        (which cannot honour the key they find) go to the leader; the
+        other thread's are routed as usual, to a follower."""
+        from readyourwrites.context import RoutingContext, activate
+
+        entered, release = threading.Event(), threading.Event()
+        finder = []
+
+        def key_function(request):
+            if not finder:
+                finder.append(threading.get_ident())
+                finder.append(Item.objects.get(pk=self.pk)._state.db)  # a read while finding it
+                entered.set()
+                release.wait(60)
+            return "shared-context-key"
+
+        ctx = RoutingContext(request=object(), key_function=key_function)
+
+        def find():
+            try:
+                with activate(ctx):
+                    return ctx.keys()
+            finally:
+                connections.close_all()
+
+        def read():
+            try:
+                with activate(ctx):
+                    return Item.objects.get(pk=self.pk)._state.db
+            finally:
+                connections.close_all()
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            found = pool.submit(find)
+            try:
+                self.assertTrue(entered.wait(60))
+                other = pool.submit(read).result(60)
+            finally:
+                release.set()
+            found.result(60)
+        self.assertEqual(finder[1], "default", "a read that finds the key must go to the leader")
+        self.assertIn(other, ALIASES, "another thread's read went to the leader while a key was being found")
+
+    def test_a_write_while_finding_the_key_is_not_recorded_under_the_previous_key(self):
+        """Review L3: a key left in force on the thread's leader connection
+        by an earlier context must not record a write the key function
+        makes (a session flushed, a key cycled)."""
+        from readyourwrites.context import RoutingContext, activate
+
+        with acting_for("the-previous-user"):
+            Item.objects.filter(pk=self.pk).update(value=41)
+        previous = self.on_leader("SELECT distributed.session_token(%s)", (hash_key("the-previous-user"),))
+
+        def key_function(request):
+            Item.objects.filter(pk=self.pk).update(value=42)  # a write while finding the key
+            return "the-next-user"
+
+        ctx = RoutingContext(request=object(), key_function=key_function)
+        with activate(ctx):
+            self.assertTrue(ctx.keys())
+        self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)", (hash_key("the-previous-user"),)),
+                         previous, "the key function's write was recorded under the previous context's key")
+
+
 # -- an application role without record() ----------------------------------------------
 
 class RoleWithoutRecord(HoleTestCase):
