@@ -17,7 +17,7 @@ from django.core import signing
 
 from .api import acting_for, use_leader
 from .context import current, thread_own
-from .leader import _highest, leader_position, token_to_carry
+from .leader import _highest, leader_in_transaction, leader_position, token_to_carry
 from .tokens import parse_token
 
 logger = logging.getLogger("readyourwrites")
@@ -30,7 +30,7 @@ _AT_START = "leader"
 def signed_carry(salt: str) -> Optional[str]:
     """The signed value to carry, or None (nothing to demand).  May query
     the leader (the key's lookup); never raises for it."""
-    if current() is None and thread_own() is None:
+    if current() is None and thread_own() is None and not leader_in_transaction():
         return None
     token, at_start = token_to_carry()
     if token is None and not at_start:

@@ -205,7 +205,12 @@ def token_to_carry() -> Tuple[Optional[Token], bool]:
                        "position when it starts", e)
         state.count("carry_lookup_failed")
         return known, True
-    return token, bool(_leader().in_atomic_block)
+    return token, leader_in_transaction()
+
+
+def leader_in_transaction() -> bool:
+    """Is this thread's leader connection inside an atomic block?"""
+    return bool(_leader().in_atomic_block)
 
 
 def needed_token(ctx: Optional[RoutingContext]) -> Optional[Token]:
