@@ -27,10 +27,17 @@ __all__ = ["signed_carry", "worker_scope"]
 _AT_START = "leader"
 
 
+def _in_transaction() -> bool:
+    try:
+        return leader_in_transaction()
+    except Exception:  # no router settings (a publish elsewhere): nothing to carry
+        return False
+
+
 def signed_carry(salt: str) -> Optional[str]:
     """The signed value to carry, or None (nothing to demand).  May query
     the leader (the key's lookup); never raises for it."""
-    if current() is None and thread_own() is None and not leader_in_transaction():
+    if current() is None and thread_own() is None and not _in_transaction():
         return None
     token, at_start = token_to_carry()
     if token is None and not at_start:
