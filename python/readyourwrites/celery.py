@@ -3,18 +3,17 @@
 When a task is published inside a routing context (a request, acting_for),
 the context's tokens, one per cluster -- signed, never a session key --
 travel in a message header; the worker opens a context demanding them
-around the task.
+around the task
+(see carry.py: published inside a transaction on the leader, the task also
+demands the leader's position when it starts; publish with
+transaction.on_commit() so that the task cannot start before the commit).
 Connected when the app is ready if Celery is installed.
 """
 from typing import Any, Dict
 
 from celery.signals import before_task_publish, task_postrun, task_prerun
-from django.core import signing
 
-from .api import acting_for, current_tokens
-from .conf import get_config
-from .context import current, thread_own
-from .tokens import format_tokens, parse_tokens
+from .carry import signed_carry, worker_scope
 
 HEADER = "readyourwrites_token"
 _SALT = "readyourwrites.celery"
@@ -23,14 +22,11 @@ _open: Dict[str, Any] = {}
 
 
 def _on_publish(headers: Any = None, **kwargs: Any) -> None:
-    if headers is None or (current() is None and not thread_own()):
+    if headers is None:
         return
-    try:
-        tokens = current_tokens()
-    except Exception:
-        return  # a leader did not answer: publish anyway, the task reads from the leader on its own
-    if tokens:
-        headers[HEADER] = signing.dumps(format_tokens(tokens, get_config().default.name), salt=_SALT)
+    signed = signed_carry(_SALT)
+    if signed is not None:
+        headers[HEADER] = signed
 
 
 def _header(task: Any) -> Any:
@@ -42,15 +38,8 @@ def _header(task: Any) -> Any:
 
 
 def _on_prerun(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
-    value = _header(task)
-    if not value:
-        return
-    try:
-        text = signing.loads(value, salt=_SALT, max_age=MAX_AGE)
-        config = get_config()
-        tokens = {n: t for n, t in parse_tokens(text, config.default.name).items() if config.cluster(n)}
-        scope = acting_for(token=tokens)
-    except (signing.BadSignature, ValueError):
+    scope = worker_scope(_header(task), _SALT, MAX_AGE)
+    if scope is None:
         return
     scope.__enter__()
     _open[task_id] = scope

@@ -76,6 +76,7 @@ class RoutingContext:
     key_function: Optional[Callable[[Any], Optional[str]]] = None
     fixed_keys: Optional[Tuple[str, ...]] = None  # already hashed, current first
     browser_key: Optional[str] = None  # TOKEN_STORE "cookie": the browser's random key (raw), all clusters
+    key_came: bool = False  # TOKEN_STORE "cookie": the request came with the key's own cookie
     parts: Dict[str, ClusterPart] = field(default_factory=dict)  # by cluster name
     also_record: Set[str] = field(default_factory=set)  # hashed keys named by record_under()
     leader_depth: int = 0
@@ -105,9 +106,10 @@ class RoutingContext:
 
         What the key function reads (SESSION_KEY "user" loads the session
         and the user) cannot honour the key it is finding: those reads go
-        to the leader, or a follower that lacks the login's session would
-        log the user out.  Only the thread finding the key is affected (a
-        context carried into other threads is shared)."""
+        to the leader (route_read asks _in_key), or a follower that lacks
+        the login's session would log the user out.  Only the thread
+        finding the key is affected: a context carried into other threads
+        is shared, so nothing shared (leader_depth) changes meanwhile."""
         if self.fixed_keys is not None:
             return self.fixed_keys
         if self.key_function is None or self.request is None or self._in_key:
@@ -115,13 +117,11 @@ class RoutingContext:
         me = threading.get_ident()
         with self._lock:
             self._resolving.add(me)
-            self.leader_depth += 1
         try:
             raw = self.key_function(self.request)
         finally:
             with self._lock:
                 self._resolving.discard(me)
-                self.leader_depth -= 1
         return hash_keys(str(raw)) if raw else ()
 
     def key(self) -> Optional[str]:

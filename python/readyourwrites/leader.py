@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Set, Tuple
 
 from django.db import connections, transaction
 
@@ -34,7 +34,7 @@ from .tokens import Token, parse_token
 
 logger = logging.getLogger("readyourwrites")
 
-__all__ = ["observe", "needed_token", "finish_context", "watch_leader"]
+__all__ = ["observe", "needed_token", "finish_context", "watch_leader", "token_to_carry", "leader_position"]
 
 _internal = threading.local()  # .on: the router's own statement; the wrapper stays out of it
 
@@ -114,9 +114,11 @@ def _ensure_key(conn: Any, w: _Watch, ctx: Optional[RoutingContext]) -> None:
     transaction the key is set for it only (it lapses with a rollback);
     behind a transaction pooler only that is sound, so outside one no key
     is set there and finish_context() records the writes instead."""
-    if ctx is not None and ctx._in_key:
-        return  # resolving the key read the database: leave the key as it is
-    wanted = (ctx.key() if ctx is not None else None) or ""
+    # While the key is being found (the key function loads the session,
+    # which may flush or cycle it) no key is in force: not the one being
+    # found, and not one an earlier context left on this connection, which
+    # would record this write under another user's key.
+    wanted = "" if ctx is None or ctx._in_key else (ctx.key() or "")
     local = bool(conn.in_atomic_block)
     reported = drivers.parameter_status(raw_connection(conn), "distributed.session_key") or ""
     if get_config().pooler == "transaction" and not local:
@@ -182,11 +184,62 @@ def _own_token_asked(config: Any, cluster: Any) -> Optional[Token]:
     at or past every commit that has returned."""
     state.count("token_queries")
     if config.pooler == "transaction":
-        row = _query(cluster, "SELECT distributed.token_timeline(distributed.replay_position())::text"
-                     " || ':' || pg_catalog.pg_current_wal_insert_lsn()::text", [])
-    else:
-        row = _query(cluster, "SELECT distributed.last_commit()", [])
+        return leader_position(cluster)
+    row = _query(cluster, "SELECT distributed.last_commit()", [])
     return parse_token(row[0])
+
+
+def leader_position(cluster: Any = None) -> Optional[Token]:
+    """cluster's leader's WAL insert position (default: the first
+    cluster's), as a token: at or past every commit that has returned.
+    One query."""
+    cluster = cluster if cluster is not None else get_config().default
+    row = _query(cluster, "SELECT distributed.token_timeline(distributed.replay_position())::text"
+                 " || ':' || pg_catalog.pg_current_wal_insert_lsn()::text", [])
+    return parse_token(row[0])
+
+
+def _highest(*tokens: Optional[Token]) -> Optional[Token]:
+    known = [t for t in tokens if t is not None]
+    return max(known) if known else None
+
+
+def token_to_carry() -> Tuple[Dict[str, Token], Set[str]]:
+    """What a task enqueued (a message published) now must see: per
+    cluster, the token, and the clusters whose leader's position the
+    worker must also demand when the task starts.  It must for a cluster
+    whose leader connection is inside a transaction here: its writes
+    commit after this, perhaps with the task's row, and no token names them
+    yet.  And for a cluster whose key lookup fails: the key's writes there
+    are unknown, but every token already known (the cookie's, the
+    context's own commits, the thread's) is still carried."""
+    ctx = current()
+    tokens: Dict[str, Token] = {}
+    at_start: Set[str] = set()
+    for cluster in get_config().clusters:
+        part = ctx.parts.get(cluster.name) if ctx is not None else None
+        known = _highest(thread_own(cluster.name), part.token if part is not None else None,
+                         part.own if part is not None else None)
+        try:
+            token = _highest(needed_token(ctx, cluster), thread_own(cluster.name))
+            if leader_in_transaction(cluster):
+                at_start.add(cluster.name)
+        except Exception as e:  # a DatabaseError, or InterfaceError on a closed connection
+            logger.warning("token lookup on %s failed (%s); the task demands that leader's "
+                           "position when it starts", cluster.leader, e)
+            state.count("carry_lookup_failed")
+            token = known
+            at_start.add(cluster.name)
+        if token is not None:
+            tokens[cluster.name] = token
+    return tokens, at_start
+
+
+def leader_in_transaction(cluster: Any = None) -> bool:
+    """Is this thread's connection to cluster's leader (default: any
+    cluster's) inside an atomic block?"""
+    clusters = [cluster] if cluster is not None else get_config().clusters
+    return any(_leader(c).in_atomic_block for c in clusters)
 
 
 def needed_token(ctx: Optional[RoutingContext], cluster: Any = None) -> Optional[Token]:

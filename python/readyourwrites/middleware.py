@@ -28,6 +28,9 @@ except ImportError:  # asgiref < 3.6
 __all__ = ["ReadYourWritesMiddleware"]
 
 _COOKIE_SALT = "readyourwrites"
+_KEY_SALT = "readyourwrites.key"
+KEY_COOKIE_SUFFIX = "_key"
+KEY_MAX_AGE = 365 * 24 * 3600  # the browser key outlives COOKIE_MAX_AGE by far
 
 
 def _read_cookie(request: Any, config: Any) -> Tuple[Optional[str], Dict[str, Token]]:
@@ -44,6 +47,15 @@ def _read_cookie(request: Any, config: Any) -> Tuple[Optional[str], Dict[str, To
     key, _, tokens = value.rpartition("|")
     return key or None, {n: t for n, t in parse_tokens(tokens, config.default.name).items()
                          if config.cluster(n) is not None}
+
+
+def _read_key(request: Any, config: Any) -> Optional[str]:
+    """The browser's key from its own long-lived signed cookie."""
+    try:
+        return request.get_signed_cookie(config.cookie_name + KEY_COOKIE_SUFFIX, default=None,
+                                         salt=_KEY_SALT, max_age=KEY_MAX_AGE) or None
+    except (signing.BadSignature, ValueError):
+        return None
 
 
 class ReadYourWritesMiddleware:
@@ -65,7 +77,11 @@ class ReadYourWritesMiddleware:
             # highest), and a lookup finds what a concurrent request of the
             # same browser wrote after this cookie was set.  The tokens are
             # demanded at once.
-            ctx.browser_key, tokens = _read_cookie(request, config)
+            in_token, tokens = _read_cookie(request, config)
+            ctx.browser_key = _read_key(request, config)
+            ctx.key_came = ctx.browser_key is not None
+            if ctx.browser_key is None:
+                ctx.browser_key = in_token  # a token cookie from before the key cookie: its key goes on
             ctx.fixed_keys = hash_keys(ctx.browser_key) if ctx.browser_key else ()
             for name, token in tokens.items():
                 ctx.part(name).cookie = token
@@ -81,17 +97,21 @@ class ReadYourWritesMiddleware:
             pass
 
     def _set_cookie(self, ctx: RoutingContext, request: Any, response: Any) -> None:
-        """After a write: the browser's key and, per cluster, the highest of
-        the token the request came with and its own writes (on the same
+        """The browser's key, in a long-lived cookie of its own, on every
+        response to a request that came without it (no query); after a
+        write, the token cookie too: the key and, per cluster, the highest
+        of the token the request came with and its own writes (on the same
         timeline); a cluster the request did not write keeps its token.
 
-        Two concurrent requests of one browser may still answer in any
-        order and the browser keeps the last cookie, perhaps the lower
-        token: the key is what holds.  Both requests came with it and
-        their writes are recorded under it, so the next request's lookup
-        answers the higher.  A browser without the cookie gets a new
-        random key, and the request's writes are recorded under it when
-        it ends (one query per cluster written)."""
+        Two concurrent requests of one browser may answer in any order and
+        the browser keeps the last cookie, perhaps the lower token: the key
+        is what holds.  Both requests came with it and their writes are
+        recorded under it, so the next request's lookup answers the higher.
+        The key is issued on the first answer, whatever the request (not
+        only on a write), and is not lost when the token cookie expires:
+        only requests sent before the browser's first answer come without
+        it.  A request that came without it and wrote records its writes
+        under the new key when it ends (one query per cluster written)."""
         config = get_config()
         if not config.enabled or config.token_store != "cookie":
             return
@@ -104,11 +124,14 @@ class ReadYourWritesMiddleware:
                 tokens[name] = came
         key = ctx.browser_key
         if key is None:
-            if not any(p.own is not None for p in list(ctx.parts.values())):
-                return  # nothing written: no cookie yet
             key = ctx.browser_key = secrets.token_urlsafe(18)
-            ctx.also_record.add(hash_key(key))  # by finish_context, after this
-        elif not changed:
+            if any(p.own is not None for p in list(ctx.parts.values())):
+                ctx.also_record.add(hash_key(key))  # by finish_context, after this
+        if not ctx.key_came:
+            response.set_signed_cookie(config.cookie_name + KEY_COOKIE_SUFFIX, key, salt=_KEY_SALT,
+                                       max_age=KEY_MAX_AGE, httponly=True, samesite="Lax",
+                                       secure=request.is_secure())
+        if not changed:
             return  # the cookie stands
         response.set_signed_cookie(config.cookie_name, "%s|%s" % (key, format_tokens(tokens, config.default.name)),
                                    salt=_COOKIE_SALT, max_age=config.cookie_max_age, httponly=True,

@@ -160,7 +160,7 @@ def route_read(model: Any = None, **hints: Any) -> Optional[str]:
     if cluster is None:
         return None
     ctx = current()
-    if ctx is not None and ctx.leader_depth > 0:
+    if ctx is not None and (ctx.leader_depth > 0 or ctx._in_key):  # _in_key: this thread finds the key
         return cluster.leader
     leader = connections[cluster.leader]
     if leader.in_atomic_block or (leader.connection is not None and not leader.autocommit):

@@ -13,22 +13,20 @@ of the thread's own, the task's keyword arguments carry the tokens (one per
 cluster) the enqueuing code had to see, signed (never a session key, nor its hash);
 whatever worker runs it -- another process, another machine -- runs it
 inside acting_for(token=...), so its reads wait for (or skip) followers
-that lack that write.  Django offers no hook that runs on both sides of a
-task, so the task class does it: enqueue() adds the argument, call() and
-acall() take it off again.  A tampered or week-old token demands nothing.
+that lack that write.  Enqueued inside a transaction on the leader, the
+task also demands the leader's position when it starts (the transaction's
+writes had no token yet); see carry.py.  Django offers no hook that runs
+on both sides of a task, so the task class does it: enqueue() adds the
+argument, call() and acall() take it off again.  A tampered or week-old token demands nothing.
 """
 import dataclasses
 import functools
 from typing import Any, Callable, Dict, Optional
 
-from django.core import signing
 from django.tasks import task as _django_task
 from django.tasks.base import Task as _DjangoTask
 
-from .api import acting_for, current_tokens
-from .conf import get_config
-from .context import current, thread_own
-from .tokens import format_tokens, parse_tokens
+from .carry import signed_carry, worker_scope
 
 __all__ = ["task", "Task", "KWARG"]
 
@@ -38,15 +36,7 @@ MAX_AGE = 7 * 24 * 3600
 
 
 def _signed_token() -> Optional[str]:
-    if current() is None and not thread_own():
-        return None
-    try:
-        tokens = current_tokens()  # may look the key up on each leader
-    except Exception:
-        return None  # a leader did not answer: the task's reads go to the leader on their own
-    if not tokens:
-        return None
-    return signing.dumps(format_tokens(tokens, get_config().default.name), salt=_SALT)
+    return signed_carry(_SALT)
 
 
 def _carry(kwargs: Dict[str, Any], signed: Optional[str]) -> Dict[str, Any]:
@@ -57,17 +47,8 @@ def _carry(kwargs: Dict[str, Any], signed: Optional[str]) -> Dict[str, Any]:
 
 
 def _scope(kwargs: Dict[str, Any]) -> Any:
-    """Take the carried token off kwargs: the scope to run the task in."""
-    value = kwargs.pop(KWARG, None)
-    if not value:
-        return None
-    try:
-        text = signing.loads(value, salt=_SALT, max_age=MAX_AGE)
-    except (signing.BadSignature, ValueError):
-        return None
-    config = get_config()
-    tokens = {n: t for n, t in parse_tokens(text, config.default.name).items() if config.cluster(n)}
-    return acting_for(token=tokens) if tokens else None
+    """Take the carried value off kwargs: the scope to run the task in."""
+    return worker_scope(kwargs.pop(KWARG, None), _SALT, MAX_AGE)
 
 
 class _Carrying:
@@ -92,7 +73,9 @@ class _Carrying:
             return super().call(*args, **kwargs)  # type: ignore[misc]
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
-        scope = _scope(kwargs)
+        from asgiref.sync import sync_to_async
+
+        scope = await sync_to_async(_scope, thread_sensitive=True)(kwargs)
         if scope is None:
             return await super().acall(*args, **kwargs)  # type: ignore[misc]
         async with scope:

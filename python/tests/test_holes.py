@@ -358,9 +358,10 @@ class Hole3CookieStore(HoleTestCase):
             client.cookies["readyourwrites"] = _sign_cookie(higher)
             r = client.post("/holes/raw-write/%d/77/" % self.pk)
             self.assertEqual(r.status_code, 200)
-            if "readyourwrites" in r.cookies:
-                now = _unsign_cookie(r.cookies["readyourwrites"].value)
-                self.assertGreaterEqual(now, higher, "the response lowered the cookie")
+            # what the browser holds after the answer (review L6: not only
+            # when the answer set a cookie)
+            now = _unsign_cookie(client.cookies["readyourwrites"].value)
+            self.assertGreaterEqual(now, higher, "the response lowered the cookie")
 
     def test_concurrent_requests_of_one_browser_never_lower_what_the_next_sees(self):
         """Two requests of one browser, both writing, came with the same
@@ -408,6 +409,52 @@ class Hole3CookieStore(HoleTestCase):
             high = _unsign_cookie(answers["A"].cookies["readyourwrites"].value)
             self.assertLess(low, high, "the later answer (B) must carry the lower token")
             browser.cookies["readyourwrites"] = answers["B"].cookies["readyourwrites"].value  # the last set wins
+            self.assertEqual(self.read(browser), {"value": 3, "db": "default"}, "read around A's write")
+
+    def test_a_request_sent_without_the_key_answering_last_keeps_the_browsers_writes(self):
+        """Review M2: a browser's first visit reads a page; then two of its
+        requests write.  B (the lower token) answers last.  Had the read
+        given the browser no key, both came without one, each minted its
+        own, and the browser kept B's: the next request's lookup found B's
+        write only, not A's, which the followers (paused after B's write)
+        lack."""
+        from shop import views_holes
+
+        # the session map's first use after start-up raises its floor to
+        # the end of WAL: not in the middle of this test (run alone)
+        self.on_leader("SELECT distributed.session_token('warm-up')")
+        with settings_with(TOKEN_STORE="cookie"):
+            reset_config()
+            browser = Client()
+            self.assertEqual(self.read(browser)["value"], 0)  # the first visit: a read
+            gate = "keyless-%d" % self.pk
+            written, release = views_holes.GATES[gate] = (threading.Event(), threading.Event())
+            answers = {}
+
+            def post(name, path):
+                client = Client()
+                for cookie, morsel in browser.cookies.items():
+                    client.cookies[cookie] = morsel.value
+                try:
+                    answers[name] = client.post(path)
+                finally:
+                    connections.close_all()
+
+            b = threading.Thread(target=post, args=("B", "/holes/write-then-hold/%d/2/%s/" % (self.pk, gate)))
+            b.start()
+            try:
+                self.assertTrue(written.wait(60), "B did not write")
+                for f in self.cluster.followers:
+                    self.cluster.caught_up(f)  # B's write is replayed ...
+                    f.pause()  # ... A's will not be
+                post("A", "/holes/raw-write/%d/3/" % self.pk)
+            finally:
+                release.set()
+                b.join()
+                del views_holes.GATES[gate]
+            self.assertEqual([answers[n].status_code for n in "AB"], [200, 200])
+            for name in "AB":  # the browser keeps the last cookie set
+                browser.cookies.update(answers[name].cookies)
             self.assertEqual(self.read(browser), {"value": 3, "db": "default"}, "read around A's write")
 
     def test_an_old_cookie_is_ignored(self):
@@ -589,6 +636,39 @@ class Hole8Celery(HoleTestCase):
             self.assertNotIn(hash_key(raw_key), message)
 
 
+    def test_failed_lookup_at_publish_keeps_the_known_tokens(self):
+        """Review M1: the key's lookup fails when the task is published;
+        the context's own write (followers paused) must still be demanded
+        by the task, not dropped with the lookup."""
+        from celery import Celery
+        from celery.contrib.testing.worker import start_worker
+        from django.db import DatabaseError
+
+        app = Celery("ryw8m1", broker="memory://", backend="cache+memory://")
+        app.conf.update(task_always_eager=False, worker_hijack_root_logger=False)
+
+        @app.task(name="ryw8m1.read_item")
+        def read_item(pk):
+            try:
+                obj = Item.objects.get(pk=pk)
+                return obj.value, obj._state.db
+            finally:
+                connections.close_all()
+
+        self.pause_all()
+        client = Client()
+        self.write(client, 12)
+        raw_key = client.cookies["sessionid"].value
+        with acting_for(raw_key):
+            Item.objects.filter(pk=self.pk).update(value=13)
+            with mock.patch("readyourwrites.leader._query", side_effect=DatabaseError("the leader went away")):
+                pending = [read_item.delay(self.pk) for _ in range(3)]
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            results = [p.get(timeout=30) for p in pending]
+        self.assertEqual([v for v, _ in results], [13] * 3,
+                         "the task read from a follower without the write its publisher had made")
+
+
 @skipUnless(django.VERSION >= (6, 0), "Django's task framework (django.tasks) is new in 6.0")
 class Hole8DjangoTasks(HoleTestCase):
     """readyourwrites.tasks.task with a backend whose worker is a process
@@ -601,11 +681,48 @@ class Hole8DjangoTasks(HoleTestCase):
             self.skipTest("django-tasks-db (a task backend with a worker process) is not installed")
         super().setUp()
 
-    def test_task_run_by_a_worker_sees_what_the_enqueuing_request_wrote(self):
+    def run_worker(self, ids):
+        """Run django-tasks-db's db_worker, a process of its own, until the
+        queue is empty; the tasks' results."""
         import subprocess
         import sys
 
         from django.tasks import default_task_backend
+
+        worker = subprocess.run(
+            [sys.executable, "-c", "import django; django.setup(); from django.core.management import call_command; "
+             "call_command('db_worker', batch=True, startup_delay=False, interval=0.1)"],
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        self.assertEqual(worker.returncode, 0, worker.stdout)
+        results = [default_task_backend.get_result(i) for i in ids]
+        self.assertEqual([str(t.status) for t in results], ["SUCCESSFUL"] * len(ids), worker.stdout)
+        return results
+
+    def test_task_enqueued_in_a_transaction_sees_its_commit(self):
+        """Review H1: enqueued inside atomic(), the task's row commits with
+        the write (the queue on the leader alias, django-tasks-db's
+        default), but the token the enqueuing code had to see then was
+        from before the write: an earlier write of the same key, which the
+        followers hold.  The worker must not take that as proof."""
+        from shop.tasks import read_item
+
+        client = Client()
+        self.write(client, 12)
+        raw_key = client.cookies["sessionid"].value
+        for f in self.cluster.followers:
+            self.cluster.caught_up(f)  # they hold the key's write of 12
+        self.pause_all()
+        with mock.patch.dict(os.environ, RYW_TASK_QUEUE_ALIAS="default"):
+            with acting_for(raw_key):
+                with transaction.atomic():
+                    Item.objects.filter(pk=self.pk).update(value=13)
+                    ids = [read_item.enqueue(self.pk).id for _ in range(3)]
+            results = self.run_worker(ids)
+        self.assertEqual([t.return_value[0] for t in results], [13] * 3,
+                         "a task enqueued in the transaction read from before its commit")
+
+    def test_task_run_by_a_worker_sees_what_the_enqueuing_request_wrote(self):
         from django_tasks_db.models import DBTaskResult
 
         self.pause_all()
@@ -615,14 +732,7 @@ class Hole8DjangoTasks(HoleTestCase):
         r = client.post("/holes/write-and-enqueue/%d/13/" % self.pk)
         self.assertEqual(r.status_code, 200)
         ids = r.json()["results"]
-        worker = subprocess.run(
-            [sys.executable, "-c", "import django; django.setup(); from django.core.management import call_command; "
-             "call_command('db_worker', batch=True, startup_delay=False, interval=0.1)"],
-            env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-        self.assertEqual(worker.returncode, 0, worker.stdout)
-        results = [default_task_backend.get_result(i) for i in ids]
-        self.assertEqual([str(t.status) for t in results], ["SUCCESSFUL"] * 3, worker.stdout)
+        results = self.run_worker(ids)
         self.assertEqual([t.return_value[0] for t in results], [13] * 3,
                          "a task read around the write of the request that enqueued it")
         for row in DBTaskResult.objects.filter(id__in=ids):
@@ -630,6 +740,132 @@ class Hole8DjangoTasks(HoleTestCase):
             self.assertIn("readyourwrites_token", stored)
             self.assertNotIn(raw_key, stored, "a raw session key went into the task queue")
             self.assertNotIn(hash_key(raw_key), stored)
+
+
+# -- while the key is being found ----------------------------------------------------
+
+class KeyFinding(HoleTestCase):
+    def test_finding_the_key_sends_only_that_threads_reads_to_the_leader(self):
+        """Review L1: a context shared with another thread (carry_context)
+        while one thread runs the key function: only that thread's reads
+        (which cannot honour the key they find) go to the leader; the
+        other thread's are routed as usual, to a follower."""
+        from readyourwrites.context import RoutingContext, activate
+
+        entered, release = threading.Event(), threading.Event()
+        finder = []
+
+        def key_function(request):
+            if not finder:
+                finder.append(threading.get_ident())
+                finder.append(Item.objects.get(pk=self.pk)._state.db)  # a read while finding it
+                entered.set()
+                release.wait(60)
+            return "shared-context-key"
+
+        ctx = RoutingContext(request=object(), key_function=key_function)
+
+        def find():
+            try:
+                with activate(ctx):
+                    return ctx.keys()
+            finally:
+                connections.close_all()
+
+        def read():
+            try:
+                with activate(ctx):
+                    return Item.objects.get(pk=self.pk)._state.db
+            finally:
+                connections.close_all()
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            found = pool.submit(find)
+            try:
+                self.assertTrue(entered.wait(60))
+                other = pool.submit(read).result(60)
+            finally:
+                release.set()
+            found.result(60)
+        self.assertEqual(finder[1], "default", "a read that finds the key must go to the leader")
+        self.assertIn(other, ALIASES, "another thread's read went to the leader while a key was being found")
+
+    def test_a_write_while_finding_the_key_is_not_recorded_under_the_previous_key(self):
+        """Review L3: a key left in force on the thread's leader connection
+        by an earlier context must not record a write the key function
+        makes (a session flushed, a key cycled)."""
+        from readyourwrites.context import RoutingContext, activate
+
+        with acting_for("the-previous-user"):
+            Item.objects.filter(pk=self.pk).update(value=41)
+        previous = self.on_leader("SELECT distributed.session_token(%s)", (hash_key("the-previous-user"),))
+
+        def key_function(request):
+            Item.objects.filter(pk=self.pk).update(value=42)  # a write while finding the key
+            return "the-next-user"
+
+        ctx = RoutingContext(request=object(), key_function=key_function)
+        with activate(ctx):
+            self.assertTrue(ctx.keys())
+        self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)", (hash_key("the-previous-user"),)),
+                         previous, "the key function's write was recorded under the previous context's key")
+
+
+# -- an application role without record() ----------------------------------------------
+
+class RoleWithoutRecord(HoleTestCase):
+    """Review M4: the site connects as a plain role, without EXECUTE on
+    distributed.record() (not granted to PUBLIC).  The cookie store's
+    first write of a browser cannot be recorded under its new key: the
+    request still answers, with a warning and record_failed counted, the
+    token cookie still carries the write, and readyourwrites_status says
+    what to grant."""
+
+    ROLE = "ryw_plain_app"
+
+    def setUp(self):
+        super().setUp()
+        self.cluster.leader.sql(
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN "
+            "CREATE ROLE %s LOGIN; END IF; END$$" % (self.ROLE, self.ROLE), dbname="app")
+        for sql in ("GRANT ALL ON ALL TABLES IN SCHEMA public TO %s",
+                    "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO %s",
+                    "REVOKE EXECUTE ON FUNCTION distributed.record(text, text) FROM %s"):
+            self.cluster.leader.sql(sql % self.ROLE, dbname="app")
+        self.assertFalse(self.on_leader("SELECT has_function_privilege(%s, 'distributed.record(text, text)', "
+                                        "'EXECUTE')", (self.ROLE,)))
+        self.user = settings.DATABASES["default"].get("USER")
+        self._as(self.ROLE)
+        for f in self.cluster.followers:
+            self.cluster.caught_up(f)  # the role and its grants
+
+    def _as(self, user):
+        settings.DATABASES["default"]["USER"] = user
+        connections["default"].settings_dict["USER"] = user
+        renew_connections("default")
+
+    def tearDown(self):
+        self._as(self.user)
+        super().tearDown()
+
+    def test_first_write_of_a_browser_degrades_without_an_error(self):
+        self.assertEqual(self.on_leader("SELECT 1"), 1)
+        with connections["default"].cursor() as cur:
+            cur.execute("SELECT current_user")
+            self.assertEqual(cur.fetchone()[0], self.ROLE)
+        self.pause_all()
+        with settings_with(TOKEN_STORE="cookie"):
+            reset_config()
+            client = Client()
+            with self.assertLogs("readyourwrites", "WARNING") as logs:
+                self.write(client, 31)
+            self.assertIn("grant EXECUTE on distributed.record(text, text)", "\n".join(logs.output))
+            self.assertEqual(state.snapshot()["counts"].get("record_failed", 0), 1)
+            self.assertEqual(self.read(client), {"value": 31, "db": "default"},
+                             "the token cookie still carries the browser's first write")
+            out = io.StringIO()
+            call_command("readyourwrites_status", stdout=out)
+            self.assertIn("record() not granted to %s" % self.ROLE, out.getvalue())
 
 
 # -- failures and operations ---------------------------------------------------------

@@ -50,6 +50,13 @@ class Command(BaseCommand):
                              replay_lag_seconds=None if lag_s is None else float(lag_s))
                 if alias == cluster.leader:
                     leader_pos[cluster.name] = pos
+                    # without it a browser's first write (cookie store), a
+                    # key changed without a write, record_under() and writes
+                    # behind a transaction pooler are not recorded
+                    with connections[alias].cursor() as cur:
+                        cur.execute("SELECT current_user, has_function_privilege("
+                                    "'distributed.record(text, text)', 'EXECUTE')")
+                        entry["user"], entry["can_record"] = cur.fetchone()
             except Exception as e:
                 entry["error"] = str(e).strip().splitlines()[0]
             report["databases"][alias] = entry
@@ -78,6 +85,9 @@ class Command(BaseCommand):
             if e["configured_as"] == "leader":
                 self.stdout.write("%-12s %-8s role=%s position=%s" % (
                     alias, e["configured_as"], e["stats"]["role"], e["position"]))
+                if not e.get("can_record", True):
+                    self.stdout.write("             record() not granted to %s: GRANT EXECUTE ON FUNCTION "
+                                      "distributed.record(text, text) TO %s;" % (e["user"], e["user"]))
             else:
                 self.stdout.write("%-12s %-8s role=%s position=%s lag=%s behind=%s" % (
                     alias, e["configured_as"], e["stats"]["role"], e["position"],
