@@ -126,17 +126,16 @@ def _cluster_for(config: Any, model: Any, hints: Any) -> Any:
     else:
         cluster = config.default
     instance = hints.get("instance")
-    if model is not None and instance is not None and not isinstance(instance, model):
-        # related access (order.user, user.order_set, a prefetch, a related
-        # manager's create()): the instance is the source object, perhaps
-        # of another cluster; the model read or written is its own
-        # cluster's, and Django would otherwise fall back to the source's
-        # database
-        return cluster
     db = getattr(getattr(instance, "_state", None), "db", None)
-    if cluster is not None and db is not None and db not in cluster.aliases():
-        return None  # an instance from a database of another cluster, or none of ours
-    return cluster
+    if cluster is None or db is None or db in cluster.aliases():
+        return cluster
+    if model is not None and not isinstance(instance, model) and config.cluster_of(db) is not None:
+        # related access (order.user, user.order_set, a prefetch, a related
+        # manager's create()) from an object of another cluster: the model
+        # read or written is its own cluster's (with no opinion here,
+        # Django would use the source object's database)
+        return cluster
+    return None  # the instance's own database, of another cluster, or none of ours
 
 
 def _nearest(config: Any, cluster: Any, aliases: List[str]) -> List[str]:

@@ -495,6 +495,31 @@ class CrossCluster(ClustersTestCase):
         self.assertEqual((group.name, group._state.db), (self.g(14), "orders"))
         self.assertGreaterEqual(self.count("token_queries"), 2)
 
+    def test_current_tokens_keeps_the_others_when_one_lookup_fails(self):
+        """The orders leader fails the key lookup: current_tokens() still
+        answers users' token, and orders' own write for orders."""
+        from django.db import DatabaseError
+
+        from readyourwrites import leader as leader_module
+        from shop.models import Item
+
+        real = leader_module._query
+
+        def failing(cluster, sql, params):
+            if cluster.name == "orders" and "session_token" in sql:
+                raise DatabaseError("the orders leader is gone")
+            return real(cluster, sql, params)
+
+        self.pause_all()
+        with acting_for("olga") as ctx:
+            Item.objects.filter(pk=self.pk).update(value=17)
+            Group.objects.filter(pk=self.pk).update(name=self.g(17))
+            with mock.patch.object(leader_module, "_query", failing):
+                tokens = readyourwrites.current_tokens()
+            self.assertEqual(tokens, {"users": ctx.part("users").token, "orders": ctx.part("orders").own})
+        self.assertIsNotNone(tokens["orders"])
+        self.assertEqual(self.count("fallback_lookup_failed"), 1)
+
     def test_a_bare_token_is_the_default_leaders(self):
         """CLUSTERS names orders first: a token without a cluster's name
         (a cookie, Celery header or task argument written under the flat
