@@ -8,12 +8,16 @@ decoration time: its body would run after the scope closed.
 import contextvars
 import functools
 import inspect
+import logging
 from typing import Any, Callable, Dict, Optional
 
 from .conf import get_config
-from .context import RoutingContext, _current, activate, current, hash_key, hash_keys
+from .context import RoutingContext, _current, activate, current, hash_key, hash_keys, thread_own
 from .leader import finish_context, needed_token
+from .state import state
 from .tokens import Token, parse_token
+
+logger = logging.getLogger("readyourwrites")
 
 __all__ = ["acting_for", "use_leader", "use_follower", "carry_context", "current_token", "current_tokens",
            "record_under"]
@@ -65,7 +69,7 @@ class acting_for(_Scope):
         @acting_for(session_key, token=token)  # also demand a known token
         async def task(...): ...
 
-    `token` is a Token or its text (the first cluster's), or a dict
+    `token` is a Token or its text (the default cluster's: conf.Config.default), or a dict
     {cluster name: token} (what current_tokens() returns).
     `hashed=True` passes a key already hashed with hash_key().
     """
@@ -178,7 +182,7 @@ def _token(token: Any) -> Token:
 
 def current_token(cluster: Optional[str] = None) -> Optional[Token]:
     """The highest token the current code must see on cluster (default:
-    the first; its own writes included); None when there is none.  May
+    the default cluster, conf.Config.default; its own writes included); None when there is none.  May
     look the key up on the leader."""
     config = get_config()
     c = config.cluster(cluster) if cluster is not None else config.default
@@ -188,10 +192,20 @@ def current_token(cluster: Optional[str] = None) -> Optional[Token]:
 
 
 def current_tokens() -> Dict[str, Token]:
-    """current_token() of every cluster that has one: {name: token}."""
+    """current_token() of every cluster that has one: {name: token}.
+    A cluster whose leader fails the key lookup gets what the context
+    already knows there (its own writes, tokens it was given): one
+    leader's failure does not drop the other clusters' tokens."""
     found = {}
+    ctx = current()
     for c in get_config().clusters:
-        token = needed_token(current(), c)
+        try:
+            token = needed_token(ctx, c)
+        except Exception as e:  # a DatabaseError, or InterfaceError on a closed connection
+            logger.warning("token lookup on %s failed (%s); using the tokens known here", c.leader, e)
+            state.count("fallback_lookup_failed")
+            part = ctx.parts.get(c.name) if ctx is not None else None
+            token = part.token if part is not None else thread_own(c.name) if ctx is None else None
         if token is not None:
             found[c.name] = token
     return found

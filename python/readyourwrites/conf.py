@@ -89,7 +89,20 @@ class Config:
     # -- clusters -------------------------------------------------------------
     @property
     def default(self) -> ClusterConfig:
-        """The first cluster: the only one of the flat settings."""
+        """The cluster a bare token (one without a cluster's name: a
+        cookie, Celery header or task argument written under the flat
+        settings, acting_for(token=...)) is a position of, and the one
+        written bare: the cluster named "default" (the flat settings'
+        name), else the one whose leader is the "default" alias (the flat
+        LEADER's default), else the first.  Not the order of CLUSTERS
+        alone: a site moving to CLUSTERS, or reordering them, must not
+        read outstanding tokens as positions of another leader's WAL."""
+        for c in self.clusters:
+            if c.name == "default":
+                return c
+        for c in self.clusters:
+            if c.leader == "default":
+                return c
         return self.clusters[0]
 
     @property

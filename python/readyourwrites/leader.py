@@ -153,8 +153,16 @@ class _LeaderWrapper:
         conn = context["connection"]
         w = watch_leader(conn)
         observe(conn)
-        if get_config().enabled:
-            _ensure_key(conn, w, current())
+        config = get_config()
+        if config.enabled:
+            ctx = current()
+            cluster = config.cluster_of(self.alias)
+            if ctx is not None and cluster is not None:
+                # a statement on this leader, however it was routed (a user
+                # router that answered db_for_write first, .using()): where
+                # no ParameterStatus arrives, its token must be asked
+                ctx.part(cluster.name).routed_write = True
+            _ensure_key(conn, w, ctx)
         try:
             return execute(sql, params, many, context)
         finally:

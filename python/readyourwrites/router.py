@@ -127,9 +127,15 @@ def _cluster_for(config: Any, model: Any, hints: Any) -> Any:
         cluster = config.default
     instance = hints.get("instance")
     db = getattr(getattr(instance, "_state", None), "db", None)
-    if cluster is not None and db is not None and db not in cluster.aliases():
-        return None  # an instance from a database of another cluster, or none of ours
-    return cluster
+    if cluster is None or db is None or db in cluster.aliases():
+        return cluster
+    if model is not None and not isinstance(instance, model) and config.cluster_of(db) is not None:
+        # related access (order.user, user.order_set, a prefetch, a related
+        # manager's create()) from an object of another cluster: the model
+        # read or written is its own cluster's (with no opinion here,
+        # Django would use the source object's database)
+        return cluster
+    return None  # the instance's own database, of another cluster, or none of ours
 
 
 def _nearest(config: Any, cluster: Any, aliases: List[str]) -> List[str]:
@@ -192,15 +198,19 @@ def route_read(model: Any = None, **hints: Any) -> Optional[str]:
     ordered = _nearest(config, cluster, usable)
     ordered.sort(key=lambda a: (config.follower_rtt(cluster, a), connections[a].connection is None))
     behind = []
+    raise_ = config.policy == "raise"
     for alias in ordered:
+        farther = leader_rtt is not None and config.follower_rtt(cluster, alias) > leader_rtt
+        if farther and not raise_:
+            continue  # the leader is nearer, whatever it has: not even a connection (a round trip)
         if _connect_first([alias], config) is None:
             continue
         pos = _reported(alias, config)
         if pos is not None and pos.covers(token):
-            if leader_rtt is None or config.follower_rtt(cluster, alias) <= leader_rtt:
-                state.count("proven_by_report")
-                return alias
-            continue  # it has the write, but the leader is nearer
+            # under "raise" a follower that has the write is the answer,
+            # however far: the leader is never read for a token
+            state.count("proven_by_report")
+            return alias
         behind.append(alias)
     if leader_rtt is not None and config.policy != "raise":
         # only a follower predicted to catch up before a leader round
@@ -263,17 +273,18 @@ class ReadYourWritesRouter:
         cluster = _cluster_for(config, model, hints)
         if cluster is None:
             return None
-        ctx = current()
-        if ctx is not None:
-            ctx.part(cluster.name).routed_write = True
         state.count("writes")
         watch_leader(connections[cluster.leader])
         return cluster.leader
 
     def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> Optional[bool]:
-        cluster = get_config().cluster_of(obj1._state.db)
+        config = get_config()
+        cluster = config.cluster_of(obj1._state.db)
         if cluster is not None and obj2._state.db in cluster.aliases():
             return True  # one cluster: one database, replicated
+        other = config.cluster_of(obj2._state.db)
+        if cluster is not None and other is not None:
+            return False  # two clusters: two databases, no foreign key between them
         return None
 
     def allow_migrate(self, db: str, app_label: str, model_name: Any = None, **hints: Any) -> Optional[bool]:
@@ -286,6 +297,16 @@ class ReadYourWritesRouter:
             return None
         if db in config.all_followers():
             return False  # followers replay the leader's schema
+        cluster = config.cluster_of(db)
+        if cluster is None or len(config.clusters) < 2:
+            return None
+        # an app's tables on the leader of the cluster that owns it only:
+        # a table left on another leader would serve a misrouted query
+        # stale rows instead of failing it (a user router placed before
+        # this one decides for the models it routes elsewhere)
+        owner = config.cluster_of_app(app_label)
+        if owner is not None and owner.name != cluster.name:
+            return False
         return None
 
 
@@ -393,7 +414,10 @@ def _connect_first(aliases: List[str], config: Any) -> Optional[str]:
             continue
         w = _watch(alias)
         if config.pooler is None:
-            state.saw_follower_at(alias, parse_token(drivers.parameter_status(w.raw, "distributed.replay_position")))
+            # its last report, perhaps an idle connection's old one: a
+            # position, not a sample of the replay rate
+            state.saw_follower_at(alias, parse_token(drivers.parameter_status(w.raw, "distributed.replay_position")),
+                                  sample=False)
         return alias
     return None
 
@@ -452,7 +476,7 @@ def _answered(alias: str, token: Token, config: Any, answer: str, wait: bool) ->
         w = _watch(alias)
         if w.proven is None or w.proven.timeline != token.timeline or token.lsn > w.proven.lsn:
             w.proven = token
-        state.saw_follower_at(alias, token)
+        state.saw_follower_at(alias, token, sample=False)  # at least there: a bound, not its position
         return "reached"
     state.count("wait_" + answer if wait else "checks_unsafe")
     if answer != "failed":

@@ -8,8 +8,8 @@ timeline (a failover, or a rebuilt follower).
 Follower aliases are unique across clusters, so what is known of a
 follower is its cluster's; leader positions are kept per cluster (their
 LSNs are positions in different WAL streams).  Reports are also sampled
-(at most one every SAMPLE_SECONDS) to estimate how fast a follower
-replays: replay_rate().
+(at most one every SAMPLE_SECONDS, over the last RATE_SECONDS or
+SAMPLES) to estimate how fast a follower replays: replay_rate().
 """
 import collections
 import logging
@@ -24,7 +24,8 @@ logger = logging.getLogger("readyourwrites")
 __all__ = ["FollowerState", "ProcessState", "state"]
 
 SAMPLES = 64  # reports kept per follower for its replay rate ...
-SAMPLE_SECONDS = 0.05  # ... at least this far apart (a later one replaces the newest)
+SAMPLE_SECONDS = 0.05  # ... at least this far apart (a later one replaces the newest) ...
+RATE_SECONDS = 10.0  # ... the oldest kept the newest at least this old: the rate is recent
 
 
 class FollowerState:
@@ -65,9 +66,11 @@ class ProcessState:
                 f = self.followers.setdefault(alias, FollowerState(alias))
         return f
 
-    def saw_follower_at(self, alias: str, token: Optional[Token]) -> None:
+    def saw_follower_at(self, alias: str, token: Optional[Token], sample: bool = True) -> None:
         """Record a report of the follower's position (a reply's
-        ParameterStatus, or a check that it reached a token)."""
+        ParameterStatus, or a check that it reached a token).  sample:
+        the report is fresh (a reply just received), fit to measure the
+        replay rate by; an idle connection's last report is not."""
         if token is None:
             return
         f = self.follower(alias)
@@ -82,12 +85,8 @@ class ProcessState:
             # stale read)
             f.position = token
             pos = f.position
-            if f.samples and (f.samples[-1][1].timeline != pos.timeline or pos.lsn < f.samples[-1][1].lsn):
-                f.samples.clear()  # another timeline, or another server: its rate is unknown
-            if f.samples and now - f.samples[-1][0] < SAMPLE_SECONDS and len(f.samples) > 1:
-                f.samples[-1] = (now, pos)
-            else:
-                f.samples.append((now, pos))
+            if sample:
+                _sample(f, now, pos)
             # how far behind the leader it is, judged only against leader
             # positions this process had seen when the report arrived
             f.observed_at = now
@@ -216,6 +215,25 @@ class ProcessState:
             self.counts.clear()
             self._all_down.clear()
             self._leader_rtt.clear()
+
+
+def _sample(f: FollowerState, now: float, pos: Token) -> None:
+    """Keep a fresh report for the replay rate; caller holds the lock."""
+    samples = f.samples
+    if samples and samples[-1][1].timeline != pos.timeline:
+        samples.clear()  # another timeline: its rate is unknown
+    if samples and pos.lsn < samples[-1][1].lsn:
+        return  # a report overtaken by another connection's: not a step back
+    if len(samples) > 1 and now - samples[-2][0] < SAMPLE_SECONDS:
+        # too close to the one before the newest: the newest moves on (the
+        # samples stay SAMPLE_SECONDS apart, however often reports come)
+        samples[-1] = (now, pos)
+    else:
+        samples.append((now, pos))
+    # the oldest kept is the newest that is RATE_SECONDS old: the rate is
+    # of the last seconds, not of the process's lifetime
+    while len(samples) > 2 and now - samples[1][0] >= RATE_SECONDS:
+        samples.popleft()
 
 
 def _rate(f: FollowerState) -> Optional[float]:

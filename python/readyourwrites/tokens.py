@@ -39,7 +39,7 @@ def parse_token(text: Optional[str]) -> Optional[Token]:
 
 def format_tokens(tokens: Dict[str, Token], first: str) -> str:
     """Tokens of several clusters as one string: "1:0/3A8,orders=1:0/12"
-    -- the first cluster's bare (so a one-cluster value is its token),
+    -- first's (the default cluster's, conf.Config.default) bare (so a one-cluster value is its token),
     every other one named."""
     return ",".join(str(tokens[n]) if n == first else "%s=%s" % (n, tokens[n])
                     for n in sorted(tokens, key=lambda n: (n != first, n)))

@@ -8,17 +8,20 @@ Assertions are on which alias served a read and on routing_stats().
 """
 import contextvars
 import threading
+from types import SimpleNamespace
+from unittest import mock
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.checks import run_checks
-from django.db import connections
+from django.db import connections, router as django_router
 from django.http import JsonResponse
 from django.test import Client, override_settings
 from django.urls import path
 
 import readyourwrites
-from readyourwrites import acting_for, carry_context, use_leader
+from readyourwrites import acting_for, carry_context, drivers, use_leader
+from readyourwrites import state as state_module
 from readyourwrites.conf import reset_config
 from readyourwrites.state import state
 
@@ -95,6 +98,36 @@ class ShardRouter:
         if model is Item and _shard.get() == "orders":
             return "orders"
         return None
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        # the shard's tables on the orders leader: the read-your-writes
+        # router keeps shop's tables on its own cluster's leader only
+        if db == "orders" and app_label == "shop":
+            return True
+        return None
+
+
+class RelationRouter:
+    """A user's router placed first that allows the relation between the
+    clusters (a foreign key without a constraint: db_constraint=False)."""
+
+    def allow_relation(self, obj1, obj2, **hints):
+        return True
+
+
+class LeaderRouter:
+    """A user's router placed first that routes Item's writes itself."""
+
+    def db_for_write(self, model, **hints):
+        from shop.models import Item
+
+        return "default" if model is Item else None
+
+
+def fake_clock(now):
+    """state.py's clock, set by hand: replay rates measured over
+    seconds that need not pass (now is a one-item list)."""
+    return mock.patch.object(state_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
 
 
 # -- a small site: a view that writes to both clusters, one that reads both ----
@@ -224,6 +257,18 @@ class Clusters(ClustersTestCase):
             client.get("/both/%d/4/?to=orders" % self.pk)
             second = client.cookies["readyourwrites"].value
             self.assertNotEqual(first, second)
+            # the signed cookie itself holds both clusters' tokens (the
+            # browser's key alone would find them on the leaders too)
+            from django.test import RequestFactory
+
+            from readyourwrites.conf import get_config
+            from readyourwrites.middleware import _read_cookie
+
+            request = RequestFactory().get("/")
+            request.COOKIES["readyourwrites"] = second
+            key, tokens = _read_cookie(request, get_config())
+            self.assertTrue(key)
+            self.assertEqual(set(tokens), {"users", "orders"})
             got = client.get("/read/%d/" % self.pk).json()
             # the orders write did not drop the users token from the cookie
             self.assertEqual((got["item"], got["group"]), (3, self.g(4)))
@@ -353,6 +398,151 @@ class Clusters(ClustersTestCase):
             config = get_config()
             self.assertEqual([c.name for c in config.clusters], ["default"])
             self.assertEqual(config.clusters[0].leader, "default")
+            self.assertEqual(tuple(config.clusters[0].followers), ("replica1", "replica2"))
+            self.assertIsNone(config.clusters[0].apps)
+            self.assertIs(config.cluster_of_app("auth"), config.clusters[0])
+            self.assertIs(config.default, config.clusters[0])
+            # and it routes: auth's reads go to its followers, not to the orders servers
+            self.assertIn(django_router.db_for_read(Group), ("replica1", "replica2"))
+
+
+class CrossCluster(ClustersTestCase):
+    """A relation between the clusters: ApiToken (shop, users) has a
+    foreign key to User (auth, orders).  The users leader holds a copy of
+    the user under another name, for its foreign key constraint: a read
+    served by the wrong cluster shows that name."""
+
+    def setUp(self):
+        super().setUp()
+        from django.contrib.auth.models import User
+        from shop.models import ApiToken
+
+        self.uid = 10**6 + self.pk
+        self.key = "k%d" % self.uid
+        with use_leader():
+            User.objects.using("orders").create(pk=self.uid, username="u%d" % self.uid)
+            User.objects.using("default").create(pk=self.uid, username="copy%d" % self.uid)
+
+        def drop():
+            with use_leader():
+                ApiToken.objects.using("default").filter(user_id=self.uid).delete()
+                ApiToken.objects.using("orders").filter(user_id=self.uid).delete()
+                User.objects.using("orders").filter(pk=self.uid).delete()
+                User.objects.using("default").filter(pk=self.uid).delete()
+        self.addCleanup(drop)
+        self.settle()
+
+    def test_related_access_is_routed_by_the_model_read(self):
+        from django.contrib.auth.models import User
+        from shop.models import ApiToken, Item
+
+        user = User.objects.get(pk=self.uid)
+        self.assertEqual(user._state.db, "orders_r1")
+        # no relation between the clusters' objects unless a router of the
+        # user's allows it: no foreign key constraint can hold it
+        self.assertFalse(django_router.allow_relation(user, Item.objects.using("replica1").get(pk=self.pk)))
+        self.assertTrue(django_router.allow_relation(Item.objects.using("default").get(pk=self.pk),
+                                                     Item.objects.using("replica1").get(pk=self.pk)))
+        self.pause_all()
+        routers = ["test_clusters.RelationRouter", "readyourwrites.ReadYourWritesRouter"]
+        with override_settings(DATABASE_ROUTERS=routers), acting_for("lena"):
+            ApiToken.objects.create(user_id=self.uid, key=self.key)
+            # the reverse relation from an orders object reads users' table,
+            # on users' leader (its own write; the followers are paused)
+            tokens = [(t.key, t._state.db) for t in user.apitoken_set.all()]
+            self.assertEqual(tokens, [(self.key, "default")])
+            token = ApiToken.objects.get(key=self.key)
+            self.assertEqual(token._state.db, "default")
+            # the forward relation from a users object reads orders' table
+            owner = token.user
+            self.assertEqual((owner.username, owner._state.db), ("u%d" % self.uid, "orders_r1"))
+            # a related write (user.apitoken_set.create()) goes to the model's leader
+            self.assertEqual(django_router.db_for_write(ApiToken, instance=user), "default")
+            self.assertEqual(django_router.db_for_write(User, instance=token), "orders")
+
+    def test_apps_migrate_only_on_their_clusters_leader(self):
+        self.assertFalse(django_router.allow_migrate("orders", "shop"))
+        self.assertFalse(django_router.allow_migrate("default", "auth"))
+        self.assertTrue(django_router.allow_migrate("orders", "auth"))
+        self.assertTrue(django_router.allow_migrate("default", "shop"))
+        self.assertFalse(django_router.allow_migrate("orders_r1", "auth"))
+        # a user router placed first decides for the models it routes
+        routers = ["test_clusters.ShardRouter", "readyourwrites.ReadYourWritesRouter"]
+        with override_settings(DATABASE_ROUTERS=routers):
+            self.assertTrue(django_router.allow_migrate("orders", "shop"))
+            self.assertFalse(django_router.allow_migrate("default", "auth"))
+
+    def test_token_taken_when_a_user_router_routes_the_write(self):
+        """A user router placed first answers db_for_write, so this
+        router is never asked; behind a proxy that drops ParameterStatus
+        the token must still be asked (and for .using() too)."""
+        from shop.models import Item
+
+        real = drivers.parameter_status
+
+        def dropping(raw, name):
+            return None if name == "distributed.last_commit" else real(raw, name)
+
+        self.pause_all()
+        routers = ["test_clusters.LeaderRouter", "readyourwrites.ReadYourWritesRouter"]
+        with override_settings(DATABASE_ROUTERS=routers), mock.patch.object(drivers, "parameter_status", dropping):
+            with acting_for(None):
+                Item.objects.filter(pk=self.pk).update(value=14)
+                Group.objects.using("orders").filter(pk=self.pk).update(name=self.g(14))
+                item = Item.objects.get(pk=self.pk)
+                group = Group.objects.get(pk=self.pk)
+        self.assertEqual((item.value, item._state.db), (14, "default"))
+        self.assertEqual((group.name, group._state.db), (self.g(14), "orders"))
+        self.assertGreaterEqual(self.count("token_queries"), 2)
+
+    def test_current_tokens_keeps_the_others_when_one_lookup_fails(self):
+        """The orders leader fails the key lookup: current_tokens() still
+        answers users' token, and orders' own write for orders."""
+        from django.db import DatabaseError
+
+        from readyourwrites import leader as leader_module
+        from shop.models import Item
+
+        real = leader_module._query
+
+        def failing(cluster, sql, params):
+            if cluster.name == "orders" and "session_token" in sql:
+                raise DatabaseError("the orders leader is gone")
+            return real(cluster, sql, params)
+
+        self.pause_all()
+        with acting_for("olga") as ctx:
+            Item.objects.filter(pk=self.pk).update(value=17)
+            Group.objects.filter(pk=self.pk).update(name=self.g(17))
+            with mock.patch.object(leader_module, "_query", failing):
+                tokens = readyourwrites.current_tokens()
+            self.assertEqual(tokens, {"users": ctx.part("users").token, "orders": ctx.part("orders").own})
+        self.assertIsNotNone(tokens["orders"])
+        self.assertEqual(self.count("fallback_lookup_failed"), 1)
+
+    def test_a_bare_token_is_the_default_leaders(self):
+        """CLUSTERS names orders first: a token without a cluster's name
+        (a cookie, Celery header or task argument written under the flat
+        settings, whose leader was "default") is still users'."""
+        from shop.models import Item
+
+        self.pause_all()
+        with acting_for(None) as ctx:
+            Item.objects.filter(pk=self.pk).update(value=15)
+            token = ctx.part("users").own
+        self.assertIsNotNone(token)
+        rw = clusters()
+        rw["CLUSTERS"] = dict(reversed(list(rw["CLUSTERS"].items())))
+        with override_settings(READYOURWRITES=rw):
+            reset_config()
+            from readyourwrites.conf import get_config
+
+            self.assertEqual([c.name for c in get_config().clusters], ["orders", "users"])
+            with acting_for(token=str(token)):
+                got = Item.objects.get(pk=self.pk)
+                group = Group.objects.get(pk=self.pk)
+        self.assertEqual((got.value, got._state.db), (15, "default"))
+        self.assertEqual(group._state.db, "orders_r1")
 
 
 class Checks(ClustersTestCase):
@@ -457,21 +647,24 @@ class Regions(ClustersTestCase):
         self.assertEqual(self.count("leader_nearer"), 1)
 
     def test_predicted_catch_up_waits_on_the_local_follower(self):
-        """The local follower reported two positions far apart (a replay
-        rate); the next small write is predicted to replay long before a
-        leader round trip: the read waits there, with the read."""
+        """The local follower replayed 16 MB in a second (a replay rate);
+        the next small write is predicted to replay long before a leader
+        round trip: the read waits there, with the read."""
         from shop.models import Item
 
-        self.report("replica1")
-        with use_leader():
-            Item.objects.filter(pk=self.pk).update(note="x")
-        self.cluster.leader.sql("SELECT pg_switch_wal()")  # 16 MB further on
-        self.cluster.caught_up(self.cluster.followers[0])
-        self.report("replica1")
-        self.assertIsNotNone(state.replay_rate("replica1"))
-        with acting_for("hugo"):
-            Item.objects.filter(pk=self.pk).update(value=4)
-            got = Item.objects.get(pk=self.pk)
+        now = [1000.0]
+        with fake_clock(now):
+            self.report("replica1")
+            with use_leader():
+                Item.objects.filter(pk=self.pk).update(note="x")
+            self.cluster.leader.sql("SELECT pg_switch_wal()")  # 16 MB further on
+            self.cluster.caught_up(self.cluster.followers[0])
+            now[0] += 1
+            self.report("replica1")
+            self.assertGreater(state.replay_rate("replica1"), 10**6)
+            with acting_for("hugo"):
+                Item.objects.filter(pk=self.pk).update(value=4)
+                got = Item.objects.get(pk=self.pk)
         self.assertEqual(got.value, 4)
         self.assertEqual(got._state.db, "replica1")
         self.assertEqual(self.count("waits_deferred"), 1)
@@ -479,24 +672,130 @@ class Regions(ClustersTestCase):
 
     def test_paused_follower_rate_decays_to_the_leader(self):
         """Once a follower stops advancing, its rate is measured up to now:
-        it falls, and a later read stops betting on it."""
+        it falls, and a later read stops betting on it.  (Measured up to
+        its last report, the rate would stay 16 MB/s and the read would
+        wait on the paused follower.)"""
         from shop.models import Item
 
-        self.report("replica1")
-        with use_leader():
-            Item.objects.filter(pk=self.pk).update(note="y")
-        self.cluster.caught_up(self.cluster.followers[0])
-        self.report("replica1")
-        for f in self.cluster.followers:
-            f.pause()
-        with use_leader():
-            Item.objects.filter(pk=self.pk).update(note="z")
-        self.cluster.leader.sql("SELECT pg_switch_wal()")  # 16 MB behind now
-        with acting_for("ida"):
-            Item.objects.filter(pk=self.pk).update(value=5)
-            got = Item.objects.get(pk=self.pk)
+        now = [1000.0]
+        with fake_clock(now):
+            self.report("replica1")
+            with use_leader():
+                Item.objects.filter(pk=self.pk).update(note="y")
+            self.cluster.leader.sql("SELECT pg_switch_wal()")
+            self.cluster.caught_up(self.cluster.followers[0])
+            now[0] += 1
+            self.report("replica1")  # 16 MB in a second
+            self.assertGreater(state.replay_rate("replica1"), 10**6)
+            for f in self.cluster.followers:
+                f.pause()
+            now[0] += 10 * 3600  # ten hours without a report
+            self.assertLess(state.replay_rate("replica1"), 1000)
+            with acting_for("ida"):
+                Item.objects.filter(pk=self.pk).update(value=5)
+                got = Item.objects.get(pk=self.pk)
         self.assertEqual((got.value, got._state.db), (5, "default"))
         self.assertEqual(self.count("waits_deferred"), 0)
+        self.assertEqual(self.count("leader_nearer"), 1)
+
+    def test_rate_is_of_the_last_seconds_under_frequent_reports(self):
+        """Replies come faster than the sampling interval (a busy site):
+        the rate is still of the last RATE_SECONDS, not of the process's
+        lifetime; a follower paused for 12 s of replies has no rate left."""
+        from shop.models import Item
+
+        now = [1000.0]
+        with fake_clock(now):
+            self.report("replica1")
+            with use_leader():
+                Item.objects.filter(pk=self.pk).update(note="m1")
+            self.cluster.leader.sql("SELECT pg_switch_wal()")
+            self.cluster.caught_up(self.cluster.followers[0])
+            now[0] += 10
+            self.report("replica1")  # 16 MB in ten seconds
+            self.assertIsNotNone(state.replay_rate("replica1"))
+            for f in self.cluster.followers:
+                f.pause()
+            for _ in range(600):  # 12 s of replies 20 ms apart, replaying nothing
+                now[0] += 0.02
+                self.report("replica1")
+            self.assertIsNone(state.replay_rate("replica1"))
+            with acting_for("mona"):
+                Item.objects.filter(pk=self.pk).update(value=13)
+                got = Item.objects.get(pk=self.pk)
+        self.assertEqual((got.value, got._state.db), (13, "default"))
+        self.assertEqual(self.count("waits_deferred"), 0)
+
+    def test_an_idle_connections_old_report_is_no_rate_sample(self):
+        """This thread's connection last reported a position 16 MB ago;
+        another thread's fresh reply reported the new one.  Choosing this
+        connection (its old report) must not restart the rate from the old
+        position stamped now: the next reply would make it ~1000x."""
+        from shop.models import Item
+
+        now = [1000.0]
+        with fake_clock(now):
+            self.report("replica1")  # this thread: the old position, then idle
+            with use_leader():
+                Item.objects.filter(pk=self.pk).update(note="m2")
+            self.cluster.leader.sql("SELECT pg_switch_wal()")
+            self.cluster.caught_up(self.cluster.followers[0])
+            now[0] += 10
+
+            def other():
+                try:
+                    self.report("replica1")
+                finally:
+                    connections.close_all()
+
+            t = threading.Thread(target=other)
+            t.start()
+            t.join()
+            before = state.replay_rate("replica1")
+            self.assertIsNotNone(before)  # 16 MB in ten seconds
+            now[0] += 0.001
+            self.assertEqual(Item.objects.get(pk=self.pk)._state.db, "replica1")  # no token: the nearest
+            now[0] += 0.001
+            after = state.replay_rate("replica1")
+        self.assertLess(after, 2 * before)
+
+    def test_raise_takes_a_covering_follower_farther_than_the_leader(self):
+        """POLICY "raise" is never turned into an error by the cost model:
+        a follower that has the write is taken, however far."""
+        from shop.models import Item
+
+        rw = regions()
+        rw["POLICY"] = "raise"
+        rw["CLUSTERS"]["users"]["LEADER_RTT_MS"] = 20  # replica2 (30 ms) is farther than the leader
+        with override_settings(READYOURWRITES=rw):
+            reset_config()
+            local, remote = self.cluster.followers
+            local.pause()
+            with acting_for("lars"):
+                Item.objects.filter(pk=self.pk).update(value=12)
+                self.cluster.caught_up(remote)
+                self.report("replica2")
+                got = Item.objects.get(pk=self.pk)
+        self.assertEqual((got.value, got._state.db), (12, "replica2"))
+        self.assertEqual(self.count("raised"), 0)
+
+    def test_a_follower_farther_than_the_leader_is_not_connected(self):
+        """With a token to honour and the leader nearer than replica2, the
+        read goes to the leader without opening a connection to replica2
+        (a cross-region connect per read with CONN_MAX_AGE 0)."""
+        from shop.models import Item
+
+        rw = regions()
+        rw["CLUSTERS"]["users"]["LEADER_RTT_MS"] = 20
+        with override_settings(READYOURWRITES=rw):
+            reset_config()
+            connections["replica2"].close()
+            self.cluster.followers[0].pause()
+            with acting_for("nils"):
+                Item.objects.filter(pk=self.pk).update(value=16)
+                got = Item.objects.get(pk=self.pk)
+            self.assertIsNone(connections["replica2"].connection)
+        self.assertEqual((got.value, got._state.db), (16, "default"))
 
     def test_leader_round_trip_measured_when_the_settings_do_not_say(self):
         """REGION set, no LEADER_RTT_MS or LEADER_REGION: the key lookup
