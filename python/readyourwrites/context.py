@@ -67,7 +67,7 @@ class ClusterPart:
     own: Optional[Token] = None  # the highest commit of the context's own
     keys_written: Dict[str, Token] = field(default_factory=dict)  # key in force -> highest own commit under it
     keys_looked_up: Dict[str, Optional[Token]] = field(default_factory=dict)
-    routed_write: bool = False  # db_for_write was asked for this cluster
+    routed_write: bool = False  # a statement ran on this cluster's leader (its token may have to be asked)
 
 
 @dataclass
