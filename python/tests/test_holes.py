@@ -369,7 +369,6 @@ class Hole3CookieStore(HoleTestCase):
         answers first, B answers last, so the browser keeps B's cookie,
         the lower one.  The next request must still see A's write, which
         the followers (replay paused after B's write) lack."""
-        from shop import views_holes
 
         with settings_with(TOKEN_STORE="cookie"):
             reset_config()
@@ -380,36 +379,47 @@ class Hole3CookieStore(HoleTestCase):
             self.assertEqual(self.on_leader("SELECT distributed.session_token(%s)",
                                             (hash_key(_cookie_key(came_with)),)),
                              str(_unsign_cookie(came_with)))
-            gate = "lowering-%d" % self.pk
-            written, release = views_holes.GATES[gate] = (threading.Event(), threading.Event())
-            answers = {}
-
-            def post(name, path):
-                client = Client()
-                client.cookies["readyourwrites"] = came_with
-                try:
-                    answers[name] = client.post(path)
-                finally:
-                    connections.close_all()
-
-            b = threading.Thread(target=post, args=("B", "/holes/write-then-hold/%d/2/%s/" % (self.pk, gate)))
-            b.start()
-            try:
-                self.assertTrue(written.wait(60), "B did not write")
-                for f in self.cluster.followers:
-                    self.cluster.caught_up(f)  # B's write is replayed ...
-                    f.pause()  # ... A's will not be
-                post("A", "/holes/raw-write/%d/3/" % self.pk)
-            finally:
-                release.set()
-                b.join()
-                del views_holes.GATES[gate]
+            answers = self.race_b_answers_last("lowering", {"readyourwrites": came_with})
             self.assertEqual([answers[n].status_code for n in "AB"], [200, 200])
             low = _unsign_cookie(answers["B"].cookies["readyourwrites"].value)
             high = _unsign_cookie(answers["A"].cookies["readyourwrites"].value)
             self.assertLess(low, high, "the later answer (B) must carry the lower token")
             browser.cookies["readyourwrites"] = answers["B"].cookies["readyourwrites"].value  # the last set wins
             self.assertEqual(self.read(browser), {"value": 3, "db": "default"}, "read around A's write")
+
+    def race_b_answers_last(self, name, cookies):
+        """Two writing requests of one browser, both sent with cookies: B
+        writes 2 and holds its answer; once B's write is replayed the
+        followers pause, A writes 3 and answers; then B answers.  Returns
+        {"A": response, "B": response}."""
+        from shop import views_holes
+
+        gate = "%s-%d" % (name, self.pk)
+        written, release = views_holes.GATES[gate] = (threading.Event(), threading.Event())
+        answers = {}
+
+        def post(who, path):
+            client = Client()
+            for cookie, value in cookies.items():
+                client.cookies[cookie] = value
+            try:
+                answers[who] = client.post(path)
+            finally:
+                connections.close_all()
+
+        b = threading.Thread(target=post, args=("B", "/holes/write-then-hold/%d/2/%s/" % (self.pk, gate)))
+        b.start()
+        try:
+            self.assertTrue(written.wait(60), "B did not write")
+            for f in self.cluster.followers:
+                self.cluster.caught_up(f)  # B's write is replayed ...
+                f.pause()  # ... A's will not be
+            post("A", "/holes/raw-write/%d/3/" % self.pk)
+        finally:
+            release.set()
+            b.join()
+            del views_holes.GATES[gate]
+        return answers
 
     def test_a_request_sent_without_the_key_answering_last_keeps_the_browsers_writes(self):
         """Review M2: a browser's first visit reads a page; then two of its
@@ -418,7 +428,6 @@ class Hole3CookieStore(HoleTestCase):
         own, and the browser kept B's: the next request's lookup found B's
         write only, not A's, which the followers (paused after B's write)
         lack."""
-        from shop import views_holes
 
         # the session map's first use after start-up raises its floor to
         # the end of WAL: not in the middle of this test (run alone)
@@ -427,31 +436,7 @@ class Hole3CookieStore(HoleTestCase):
             reset_config()
             browser = Client()
             self.assertEqual(self.read(browser)["value"], 0)  # the first visit: a read
-            gate = "keyless-%d" % self.pk
-            written, release = views_holes.GATES[gate] = (threading.Event(), threading.Event())
-            answers = {}
-
-            def post(name, path):
-                client = Client()
-                for cookie, morsel in browser.cookies.items():
-                    client.cookies[cookie] = morsel.value
-                try:
-                    answers[name] = client.post(path)
-                finally:
-                    connections.close_all()
-
-            b = threading.Thread(target=post, args=("B", "/holes/write-then-hold/%d/2/%s/" % (self.pk, gate)))
-            b.start()
-            try:
-                self.assertTrue(written.wait(60), "B did not write")
-                for f in self.cluster.followers:
-                    self.cluster.caught_up(f)  # B's write is replayed ...
-                    f.pause()  # ... A's will not be
-                post("A", "/holes/raw-write/%d/3/" % self.pk)
-            finally:
-                release.set()
-                b.join()
-                del views_holes.GATES[gate]
+            answers = self.race_b_answers_last("keyless", {c: m.value for c, m in browser.cookies.items()})
             self.assertEqual([answers[n].status_code for n in "AB"], [200, 200])
             for name in "AB":  # the browser keeps the last cookie set
                 browser.cookies.update(answers[name].cookies)
