@@ -225,9 +225,6 @@ def token_to_carry() -> Tuple[Dict[str, Token], Set[str]]:
     tokens: Dict[str, Token] = {}
     at_start: Set[str] = set()
     for cluster in get_config().clusters:
-        part = ctx.parts.get(cluster.name) if ctx is not None else None
-        known = _highest(thread_own(cluster.name), part.token if part is not None else None,
-                         part.own if part is not None else None)
         try:
             token = _highest(needed_token(ctx, cluster), thread_own(cluster.name))
             if leader_in_transaction(cluster):
@@ -236,7 +233,9 @@ def token_to_carry() -> Tuple[Dict[str, Token], Set[str]]:
             logger.warning("token lookup on %s failed (%s); the task demands that leader's "
                            "position when it starts", cluster.leader, e)
             state.count("carry_lookup_failed")
-            token = known
+            part = ctx.parts.get(cluster.name) if ctx is not None else None
+            token = _highest(thread_own(cluster.name), part.token if part is not None else None,
+                             part.own if part is not None else None)
             at_start.add(cluster.name)
         if token is not None:
             tokens[cluster.name] = token
@@ -286,20 +285,18 @@ def record_under(ctx: RoutingContext) -> None:
     recorded commit is below the context's own (a write behind a
     transaction pooler outside a transaction, a login that changed the key
     after the write), and keys named by readyourwrites.record_under()."""
-    config = get_config()
-    if not config.enabled:
-        return
-        return
-    for cluster in config.clusters:
+    if all(p.own is None for p in list(ctx.parts.values())):
+        return  # wrote nothing
+    wanted = set(ctx.also_record)
+    final = ctx.key()  # the key function runs once, not once per cluster
+    if final:
+        wanted.add(final)
+    for cluster in get_config().clusters:
         part = ctx.parts.get(cluster.name)
         own = part.own if part is not None else None
         if own is None:
             continue  # no write on this cluster
-        keys = set(ctx.also_record)
-        final = ctx.key()
-        if final:
-            keys.add(final)
-        keys = sorted(k for k in keys if not (k in part.keys_written and part.keys_written[k] >= own))
+        keys = sorted(k for k in wanted if not (k in part.keys_written and part.keys_written[k] >= own))
         if not keys:
             continue
         try:

@@ -195,7 +195,7 @@ def route_read(model: Any = None, **hints: Any) -> Optional[str]:
     leader_rtt = config.leader_rtt(cluster)
     if leader_rtt is None and config.region is not None:
         leader_rtt = state.leader_rtt(cluster.name)  # measured on the router's own lookups, if any yet
-    ordered = _nearest(config, cluster, usable)
+    ordered = _rotated(usable)
     ordered.sort(key=lambda a: (config.follower_rtt(cluster, a), connections[a].connection is None))
     behind = []
     raise_ = config.policy == "raise"
