@@ -581,22 +581,31 @@ class Hole7HeaderTokens(HoleTestCase):
 
 # -- 8. background tasks --------------------------------------------------------------
 
+def _item_reader(name):
+    """A Celery app (in-memory broker) and its task reading one Item on
+    whatever database the router picks: (value, alias)."""
+    from celery import Celery
+
+    app = Celery(name, broker="memory://", backend="cache+memory://")
+    app.conf.update(task_always_eager=False, worker_hijack_root_logger=False)
+
+    @app.task(name="%s.read_item" % name)
+    def read_item(pk):
+        try:
+            obj = Item.objects.get(pk=pk)
+            return obj.value, obj._state.db
+        finally:
+            connections.close_all()
+
+    return app, read_item
+
+
 class Hole8Celery(HoleTestCase):
     def test_task_sees_what_the_request_that_enqueued_it_wrote(self):
-        from celery import Celery
         from celery.contrib.testing.worker import start_worker
         from celery.signals import before_task_publish
 
-        app = Celery("ryw8", broker="memory://", backend="cache+memory://")
-        app.conf.update(task_always_eager=False, worker_hijack_root_logger=False)
-
-        @app.task(name="ryw8.read_item")
-        def read_item(pk):
-            try:
-                obj = Item.objects.get(pk=pk)
-                return obj.value, obj._state.db
-            finally:
-                connections.close_all()
+        app, read_item = _item_reader("ryw8")
 
         published = []
 
@@ -625,20 +634,10 @@ class Hole8Celery(HoleTestCase):
         """Review M1: the key's lookup fails when the task is published;
         the context's own write (followers paused) must still be demanded
         by the task, not dropped with the lookup."""
-        from celery import Celery
         from celery.contrib.testing.worker import start_worker
         from django.db import DatabaseError
 
-        app = Celery("ryw8m1", broker="memory://", backend="cache+memory://")
-        app.conf.update(task_always_eager=False, worker_hijack_root_logger=False)
-
-        @app.task(name="ryw8m1.read_item")
-        def read_item(pk):
-            try:
-                obj = Item.objects.get(pk=pk)
-                return obj.value, obj._state.db
-            finally:
-                connections.close_all()
+        app, read_item = _item_reader("ryw8m1")
 
         self.pause_all()
         client = Client()
