@@ -8,16 +8,12 @@ decoration time: its body would run after the scope closed.
 import contextvars
 import functools
 import inspect
-import logging
 from typing import Any, Callable, Dict, Optional
 
 from .conf import get_config
-from .context import RoutingContext, _current, activate, current, hash_key, hash_keys, thread_own
-from .leader import finish_context, needed_token
-from .state import state
+from .context import RoutingContext, _current, activate, current, hash_key, hash_keys
+from .leader import finish_context, needed_or_known, needed_token
 from .tokens import Token, parse_token
-
-logger = logging.getLogger("readyourwrites")
 
 __all__ = ["acting_for", "use_leader", "use_follower", "carry_context", "current_token", "current_tokens",
            "record_under"]
@@ -199,13 +195,7 @@ def current_tokens() -> Dict[str, Token]:
     found = {}
     ctx = current()
     for c in get_config().clusters:
-        try:
-            token = needed_token(ctx, c)
-        except Exception as e:  # a DatabaseError, or InterfaceError on a closed connection
-            logger.warning("token lookup on %s failed (%s); using the tokens known here", c.leader, e)
-            state.count("fallback_lookup_failed")
-            part = ctx.parts.get(c.name) if ctx is not None else None
-            token = part.token if part is not None else thread_own(c.name) if ctx is None else None
+        token, _ = needed_or_known(ctx, c, "fallback_lookup_failed")
         if token is not None:
             found[c.name] = token
     return found

@@ -34,7 +34,8 @@ from .tokens import Token, parse_token
 
 logger = logging.getLogger("readyourwrites")
 
-__all__ = ["observe", "needed_token", "finish_context", "watch_leader", "token_to_carry", "leader_position"]
+__all__ = ["observe", "needed_token", "needed_or_known", "finish_context", "watch_leader", "token_to_carry",
+           "leader_position"]
 
 _internal = threading.local()  # .on: the router's own statement; the wrapper stays out of it
 
@@ -225,21 +226,30 @@ def token_to_carry() -> Tuple[Dict[str, Token], Set[str]]:
     tokens: Dict[str, Token] = {}
     at_start: Set[str] = set()
     for cluster in get_config().clusters:
-        try:
-            token = _highest(needed_token(ctx, cluster), thread_own(cluster.name))
-            if leader_in_transaction(cluster):
-                at_start.add(cluster.name)
-        except Exception as e:  # a DatabaseError, or InterfaceError on a closed connection
-            logger.warning("token lookup on %s failed (%s); the task demands that leader's "
-                           "position when it starts", cluster.leader, e)
-            state.count("carry_lookup_failed")
-            part = ctx.parts.get(cluster.name) if ctx is not None else None
-            token = _highest(thread_own(cluster.name), part.token if part is not None else None,
-                             part.own if part is not None else None)
+        token, failed = needed_or_known(ctx, cluster, "carry_lookup_failed")
+        token = _highest(token, thread_own(cluster.name))
+        if failed or leader_in_transaction(cluster):
             at_start.add(cluster.name)
         if token is not None:
             tokens[cluster.name] = token
     return tokens, at_start
+
+
+def needed_or_known(ctx: Optional[RoutingContext], cluster: Any, counter: str) -> Tuple[Optional[Token], bool]:
+    """needed_token(ctx, cluster), and False; or, when cluster's leader
+    fails the key lookup, what is already known here (the context's token
+    there, its own writes included; with no context, the thread's last
+    commit), and True, counted under counter.  One leader's failure must
+    not drop what is known of the others."""
+    try:
+        return needed_token(ctx, cluster), False
+    except Exception as e:  # a DatabaseError, or InterfaceError on a closed connection
+        logger.warning("token lookup on %s failed (%s); using the tokens known here", cluster.leader, e)
+        state.count(counter)
+        if ctx is None:
+            return thread_own(cluster.name), True
+        part = ctx.parts.get(cluster.name)
+        return (part.token if part is not None else None), True
 
 
 def leader_in_transaction(cluster: Any = None) -> bool:
