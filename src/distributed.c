@@ -114,7 +114,7 @@ _PG_init(void)
 							   "",
 							   PGC_USERSET,
 							   GUC_REPORT | GUC_NOT_IN_SAMPLE,
-							   DistSessionKeyCheck, NULL, NULL);
+							   DistSessionKeyCheck, DistSessionKeyAssign, NULL);
 
 	DefineCustomStringVariable("distributed.last_commit",
 							   "Token of this backend's last write transaction, reported to the client after each one.",

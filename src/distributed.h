@@ -233,6 +233,7 @@ extern const char *DistKeyBadChar(const char *key, int len);
 /* leader.c */
 extern void DistXactCallback(XactEvent event, void *arg);
 extern void DistInstallUtilityHook(void);
+extern void DistSessionKeyAssign(const char *newval, void *extra);
 
 /* report.c */
 typedef enum DistReported

@@ -95,6 +95,9 @@ static char dist_prepared_key[DIST_MAX_KEY_LEN + 1];
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
+/* DistKeyHash(dist_session_key), kept by DistSessionKeyAssign() */
+static uint32 dist_session_key_hash = 0;
+
 /*
  * The hash of a key, as dynahash computes it for the partition tables
  * (HASH_STRINGS, keysize DIST_MAX_KEY_LEN + 1), so that it is computed once
@@ -139,15 +142,15 @@ DistEvictOne(int part)
 }
 
 /*
- * Raise key's position to at least (tli, lsn).  Raises no error and
+ * Raise key's position to at least (tli, lsn); hash is DistKeyHash(key).
+ * Raises no error and
  * allocates nothing: if the entry cannot be stored, the floor is raised
  * instead, which keeps every answer at or above the truth.
  */
 static void
-DistRecordKey(const char *key, TimeLineID tli, XLogRecPtr lsn,
+DistRecordKey(const char *key, uint32 hash, TimeLineID tli, XLogRecPtr lsn,
 			  TimestampTz when)
 {
-	uint32		hash = DistKeyHash(key);
 	int			part = DistPartitionOf(hash);
 	DistPartition *p = &dist_shared->partitions[part];
 	HTAB	   *table = dist_tables[part];
@@ -218,6 +221,17 @@ DistLookupKey(const char *key, TimeLineID *tli, XLogRecPtr *lsn)
 		*lsn = flsn;
 	}
 	LWLockRelease(p->lock);
+}
+
+/*
+ * Assign hook of distributed.session_key: hash the key once per assignment
+ * (the GUC machinery calls this for every change, including the restores at
+ * transaction end), not once per commit.
+ */
+void
+DistSessionKeyAssign(const char *newval, void *extra)
+{
+	dist_session_key_hash = newval != NULL ? DistKeyHash(newval) : 0;
 }
 
 static inline bool
@@ -321,7 +335,8 @@ DistRecordPreparedCommit(TimeLineID tli, XLogRecPtr end, TimestampTz when)
 		case DIST_PREPARED_NO_KEY:
 			break;
 		case DIST_PREPARED_KEY:
-			DistRecordKey(dist_prepared_key, tli, end, when);
+			DistRecordKey(dist_prepared_key, DistKeyHash(dist_prepared_key),
+						  tli, end, when);
 			pg_atomic_fetch_add_u64(&dist_shared->counters.commits_recorded, 1);
 			break;
 	}
@@ -364,7 +379,7 @@ DistAtCommit(void)
 	when = GetCurrentTransactionStopTimestamp();
 	if (DistKeySet())
 	{
-		DistRecordKey(dist_session_key, tli, end, when);
+		DistRecordKey(dist_session_key, dist_session_key_hash, tli, end, when);
 		pg_atomic_fetch_add_u64(&dist_shared->counters.commits_recorded, 1);
 	}
 	if (dist_2pc == DIST_2PC_COMMIT)
@@ -404,8 +419,33 @@ DistXactCallback(XactEvent event, void *arg)
  * Notice the two-phase commands, whose work happens when their
  * transaction ends: PREPARE TRANSACTION, and COMMIT PREPARED, whose
  * transaction has no xid of its own but writes the prepared transaction's
- * commit record.
+ * commit record.  Kept out of line, so that the hook every utility
+ * statement passes through stays a test and a call.
  */
+static pg_noinline void
+DistNoteTwoPhase(TransactionStmt *stmt)
+{
+	switch (stmt->kind)
+	{
+		case TRANS_STMT_PREPARE:
+			dist_2pc = DIST_2PC_PREPARE;
+			strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
+			break;
+		case TRANS_STMT_COMMIT_PREPARED:
+			dist_2pc = DIST_2PC_COMMIT;
+			strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
+			DistLookupPrepared();
+			break;
+		case TRANS_STMT_ROLLBACK_PREPARED:
+			dist_2pc = DIST_2PC_ROLLBACK;
+			strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
+			DistLookupPrepared();
+			break;
+		default:
+			break;
+	}
+}
+
 static void
 DistProcessUtility(PlannedStmt *pstmt, const char *queryString,
 #if PG_VERSION_NUM >= 140000
@@ -419,27 +459,12 @@ DistProcessUtility(PlannedStmt *pstmt, const char *queryString,
 
 	if (IsA(node, TransactionStmt) && dist_shared != NULL)
 	{
-		TransactionStmt *stmt = (TransactionStmt *) node;
+		TransactionStmtKind kind = ((TransactionStmt *) node)->kind;
 
-		switch (stmt->kind)
-		{
-			case TRANS_STMT_PREPARE:
-				dist_2pc = DIST_2PC_PREPARE;
-				strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
-				break;
-			case TRANS_STMT_COMMIT_PREPARED:
-				dist_2pc = DIST_2PC_COMMIT;
-				strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
-				DistLookupPrepared();
-				break;
-			case TRANS_STMT_ROLLBACK_PREPARED:
-				dist_2pc = DIST_2PC_ROLLBACK;
-				strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
-				DistLookupPrepared();
-				break;
-			default:
-				break;
-		}
+		if (kind == TRANS_STMT_PREPARE ||
+			kind == TRANS_STMT_COMMIT_PREPARED ||
+			kind == TRANS_STMT_ROLLBACK_PREPARED)
+			DistNoteTwoPhase((TransactionStmt *) node);
 	}
 
 #if PG_VERSION_NUM >= 140000
@@ -551,7 +576,8 @@ distributed_record(PG_FUNCTION_ARGS)
 						   DistInsertTimeLine(),
 						   LSN_FORMAT_ARGS(GetXLogInsertRecPtr()))));
 
-	DistRecordKey(key, token.tli, token.lsn, GetCurrentTimestamp());
+	DistRecordKey(key, DistKeyHash(key), token.tli, token.lsn,
+				  GetCurrentTimestamp());
 	DistLookupKey(key, &tli, &lsn);
 	PG_RETURN_TEXT_P(DistTokenToText(tli, lsn));
 }

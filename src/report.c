@@ -26,9 +26,13 @@
  * indirection PostgreSQL uses to redirect a parallel worker's messages to
  * its leader) is replaced by a copy whose putmessage sends the pending
  * reports before a ReadyForQuery message and then passes every message on
- * unchanged.  This is done only in client backends that talk the frontend
- * protocol over their own socket: not in walsenders (whose COPY stream
- * must not be interleaved), parallel workers or background workers.
+ * unchanged.  The copy is put in place only while a report is pending, and
+ * the backend's own table is put back when the reports have gone out: the
+ * other messages of a transaction (a pgbench transaction sends about twenty)
+ * go out as they would without the library, not through one more call.
+ * This is done only in client backends that talk the frontend protocol
+ * over their own socket: not in walsenders (whose COPY stream must not be
+ * interleaved), parallel workers or background workers.
  *
  * Nothing here raises an error or allocates memory.
  *
@@ -77,9 +81,17 @@ static DistReportedValue dist_reported[DIST_NUM_REPORTED] = {
 	[DIST_REPORT_REPLAY_POSITION] = {.name = "distributed.replay_position"},
 };
 
-static bool dist_any_pending = false;
-
-/* The backend's own methods, and our copy that wraps putmessage. */
+/*
+ * The backend's own methods, once this backend is known to be one that
+ * reports (dist_can_report), and our copy that wraps putmessage, which is
+ * PqCommMethods while a report is pending.
+ */
+static enum
+{
+	DIST_REPORT_UNKNOWN,
+	DIST_REPORT_YES,
+	DIST_REPORT_NO
+}			dist_can_report = DIST_REPORT_UNKNOWN;
 static const PQcommMethods *dist_socket_methods = NULL;
 static PQcommMethods dist_report_methods;
 
@@ -88,12 +100,11 @@ static PQcommMethods dist_report_methods;
  * before ReadyForQuery goes into the send buffer.  Values are kept as
  * numbers and formatted only here, once per message sent.
  */
-static void
+static pg_noinline void
 DistSendPending(void)
 {
 	char		msg[DIST_REPORT_NAMELEN + DIST_TOKEN_BUFLEN];
 
-	dist_any_pending = false;
 	for (int i = 0; i < DIST_NUM_REPORTED; i++)
 	{
 		DistReportedValue *r = &dist_reported[i];
@@ -119,36 +130,56 @@ DistSendPending(void)
 	}
 }
 
+/*
+ * putmessage while a report is pending: before ReadyForQuery, send the
+ * reports and put the backend's own methods back.
+ */
 static int
 DistPutMessage(char msgtype, const char *s, size_t len)
 {
-	if (msgtype == DIST_MSG_READY_FOR_QUERY && dist_any_pending)
+	if (msgtype == DIST_MSG_READY_FOR_QUERY)
+	{
 		DistSendPending();
+		if (PqCommMethods == &dist_report_methods)
+			PqCommMethods = dist_socket_methods;
+	}
 	return dist_socket_methods->putmessage(msgtype, s, len);
 }
 
 /*
- * Can this backend report to a client, and is the wrapper in place?
- * Installs the wrapper at the first report of a client backend.
+ * Can this backend report to a client?  Decided at the first report: only a
+ * client backend on its own socket does.
  */
 static bool
 DistCanReport(void)
 {
-	if (PqCommMethods == &dist_report_methods)
-		return true;
-	if (dist_socket_methods != NULL)
-		return false;			/* someone replaced the methods since */
-	/* parallel and other background workers are not B_BACKEND */
-	if (MyBackendType != B_BACKEND || am_walsender ||
-		whereToSendOutput != DestRemote || MyProcPort == NULL ||
-		PqCommMethods == NULL)
-		return false;
+	if (dist_can_report == DIST_REPORT_UNKNOWN)
+	{
+		/* parallel and other background workers are not B_BACKEND */
+		if (MyBackendType != B_BACKEND || am_walsender ||
+			whereToSendOutput != DestRemote || MyProcPort == NULL ||
+			PqCommMethods == NULL)
+			dist_can_report = DIST_REPORT_NO;
+		else
+		{
+			dist_socket_methods = PqCommMethods;
+			dist_report_methods = *PqCommMethods;
+			dist_report_methods.putmessage = DistPutMessage;
+			dist_can_report = DIST_REPORT_YES;
+		}
+	}
+	return dist_can_report == DIST_REPORT_YES;
+}
 
-	dist_socket_methods = PqCommMethods;
-	dist_report_methods = *PqCommMethods;
-	dist_report_methods.putmessage = DistPutMessage;
-	PqCommMethods = &dist_report_methods;
-	return true;
+/*
+ * Have the pending reports sent before the next ReadyForQuery: put our
+ * methods in place, unless someone else's replaced the backend's own since.
+ */
+static void
+DistArmReport(void)
+{
+	if (PqCommMethods == dist_socket_methods)
+		PqCommMethods = &dist_report_methods;
 }
 
 /*
@@ -170,7 +201,8 @@ DistReport(DistReported which, TimeLineID tli, XLogRecPtr lsn)
 	if (DistCanReport())
 	{
 		r->pending = !r->sent_set || r->sent_tli != tli || r->sent_lsn != lsn;
-		dist_any_pending |= r->pending;
+		if (r->pending)
+			DistArmReport();
 	}
 }
 
