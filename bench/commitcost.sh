@@ -225,16 +225,20 @@ backends() {  # backends PORT -> the pgbench clients' backend pids
 run_pair() {  # run_pair round -> appends both runs to pairs.tsv
     local r=$1 mode t0 t1 n
     declare -A bench pids c0 c1
+    declare -A cpu=([with]=$((r % 2)) [without]=$(((r + 1) % 2)))
     for mode in with without; do
         mkdir -p "$WORK/log-$mode"; chown postgres: "$WORK/log-$mode"
         PGOPTIONS="-c distributed.session_key=$KEY" \
-            as_pg env -C "$WORK/log-$mode" "$PGBIN/pgbench" -n -M prepared -c "$CLIENTS" \
+            as_pg env -C "$WORK/log-$mode" taskset -c "${cpu[$mode]}" "$PGBIN/pgbench" -n -M prepared -c "$CLIENTS" \
             -j "$CLIENTS" -T "$SECONDS_PER_RUN" -l -h "$WORK" -p "${RPORT[$mode]}" \
             -U postgres postgres >"$WORK/log-$mode/out" 2>&1 &
         bench[$mode]=$!
     done
     sleep 0.5
-    for mode in with without; do pids[$mode]=$(backends "${RPORT[$mode]}"); done
+    for mode in with without; do
+        pids[$mode]=$(backends "${RPORT[$mode]}")
+        for p in ${pids[$mode]}; do taskset -p -c "${cpu[$mode]}" "$p" >/dev/null; done
+    done
     # the two reads of each sample are microseconds apart; alternate their order
     local order="with without"
     [ $((r % 2)) -eq 0 ] && order="without with"
