@@ -20,7 +20,11 @@
 #      started once; ROUNDS pairs, each pair one pgbench of RUN_SECONDS on
 #      each leader AT THE SAME TIME, so that whatever else this shared
 #      machine does in those seconds falls on both alike (run one after the
-#      other, adjacent runs of the same build differed by up to 40 %).  In
+#      other, adjacent runs of the same build differed by up to 40 %).
+#      Each side's pgbench and backend are pinned to one core (taskset),
+#      the two cores swapped every pair: left to the scheduler, four
+#      runnable processes on two cores landed differently in every pair,
+#      and that decided its ratio more than the library did.  In
 #      each run, the CPU time of the leader's pgbench backends
 #      (nanoseconds, /proc/<pid>/schedstat) and the transactions they
 #      completed (pgbench's per-transaction log, -l) are taken over one

@@ -43,6 +43,21 @@ UPDATE items SET v = 'two' WHERE id = 2;
 SELECT distributed.session_token('bob') < distributed.last_commit() AS bob_not_rerecorded;
 -- without a key, nothing is recorded
 SELECT key FROM distributed.sessions ORDER BY key;
+-- a key set and undone (transaction or savepoint rolled back) records
+-- nothing; the key in force again is the one recorded under
+SET distributed.session_key = 'alice';
+BEGIN;
+SET distributed.session_key = 'ivy';
+ROLLBACK;
+BEGIN;
+SAVEPOINT s;
+SET LOCAL distributed.session_key = 'judy';
+ROLLBACK TO SAVEPOINT s;
+UPDATE items SET v = 'uno' WHERE id = 1;
+COMMIT;
+SELECT distributed.session_token('alice') = distributed.last_commit() AS alice_recorded_again;
+RESET distributed.session_key;
+SELECT key FROM distributed.sessions ORDER BY key;
 
 -- an unknown key answers the floor, which is set and below alice's write
 SELECT floor IS NOT NULL AS floor_set FROM distributed.stats;
