@@ -650,6 +650,20 @@ class Plumbing(RouterTestCase):
         report = json.loads(out.getvalue())
         self.assertEqual(report["databases"]["replica1"]["stats"]["role"], "follower")
 
+    def test_status_shows_every_counter_of_the_extension(self):
+        with connections["replica1"].cursor() as cur:
+            cur.execute("SELECT * FROM distributed.stats")
+            columns = [c[0] for c in cur.description]
+        self.assertIn("waits_stale_snapshot", columns)
+        out = io.StringIO()
+        call_command("readyourwrites_status", "--json", stdout=out)
+        report = json.loads(out.getvalue())
+        for alias in ("default", "replica1", "replica2"):
+            self.assertEqual(list(report["databases"][alias]["stats"]), columns)
+        out = io.StringIO()
+        call_command("readyourwrites_status", stdout=out)
+        self.assertEqual(out.getvalue().count("waits_stale_snapshot="), 3)
+
 
 if __name__ == "__main__":
     unittest.main()

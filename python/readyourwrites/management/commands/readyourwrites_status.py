@@ -13,9 +13,6 @@ from django.db import connections
 
 from readyourwrites.conf import get_config
 
-STATS = ("role, capacity, entries, evictions, floor, commits_recorded, checks_safe, checks_unsafe, "
-         "waits_started, waits_reached, waits_timed_out, waits_promoted, waits_unreachable, "
-         "waits_not_in_recovery, waits_cancelled, round(wait_time_ms::numeric, 1) AS wait_time_ms, waiting")
 
 
 class Command(BaseCommand):
@@ -43,9 +40,13 @@ class Command(BaseCommand):
                                 "WHEN pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn() THEN 0 "
                                 "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END")
                     pos, in_recovery, lag_s = cur.fetchone()
-                    cur.execute("SELECT " + STATS + " FROM distributed.stats")
+                    # every column the installed version has (0.2 added
+                    # waits_stale_snapshot), in the view's order
+                    cur.execute("SELECT * FROM distributed.stats")
                     cols = [c[0] for c in cur.description]
                     entry["stats"] = dict(zip(cols, cur.fetchone()))
+                    if entry["stats"].get("wait_time_ms") is not None:
+                        entry["stats"]["wait_time_ms"] = round(entry["stats"]["wait_time_ms"], 1)
                 entry.update(position=pos, in_recovery=in_recovery,
                              replay_lag_seconds=None if lag_s is None else float(lag_s))
                 if alias == cluster.leader:
