@@ -44,7 +44,12 @@
 # N1 (200), N2 (1200), SCALE (5), PORT (5490; PORT+1 for the second
 # leader), KEEP=1 keeps the work directory, SKIP_CALLGRIND=1 leaves out
 # measure 1, SAME=1 preloads the library on both leaders of measure 2 (a
-# control: its ratios show the harness's own bias and spread).  Prints a markdown section on stdout (progress on stderr).
+# control: its ratios show the harness's own bias and spread), TSV=FILE
+# writes the figures there too, one tab-separated line for bench/report.sh
+# (instructions without, with, overhead %; CPU ratio median, Q1, Q3,
+# overhead %; TPS ratio median, Q1, Q3, overhead %; worst %; met|not met;
+# µs per transaction without, with).  Prints a markdown section on stdout
+# (progress on stderr).
 # Installs valgrind with apt-get if it is missing.  Run as root; servers
 # run as postgres.
 
@@ -298,6 +303,12 @@ if [ -n "$IR_PCT" ]; then
     IR_ROW="| instructions per transaction (callgrind, leader backend, $N1 vs $N2 transactions) | ${IR[without]} | ${IR[with]} | ${IR_PCT} % |"
 else
     IR_ROW="| instructions per transaction (callgrind) | | | left out (SKIP_CALLGRIND=1) |"
+fi
+
+if [ -n "${TSV:-}" ]; then
+    printf '%s\t' "${IR[without]:--}" "${IR[with]:--}" "${IR_PCT:--}" "$CPU_MED" "$CPU_Q1" "$CPU_Q3" \
+        "$CPU_PCT" "$TPS_MED" "$TPS_Q1" "$TPS_Q3" "$TPS_PCT" "$WORST" "$VERDICT" "$US_WITHOUT" >"$TSV"
+    printf '%s\n' "$US_WITH" >>"$TSV"
 fi
 
 cat <<EOF

@@ -2,8 +2,8 @@
 # The full benchmark, in one command: build distbench, start a leader and two
 # followers with the extension (as user postgres, scratch directory, Unix
 # sockets), run every routing strategy under three lag scenarios, the
-# wake-up and idle-waiter measurements and the commit-overhead pgbench
-# runs, the latency scenario (bench/latency.sh: through a latency-injecting
+# wake-up and idle-waiter measurements, the commit-path cost
+# (bench/commitcost.sh), the latency scenario (bench/latency.sh: through a latency-injecting
 # proxy, with the anchors), write bench/results.md and its figures in
 # bench/figures/, and stop everything.  About 12 minutes on 2 cores.
 #
@@ -11,8 +11,8 @@
 #                                # be installed (make install, or test/check.sh)
 #
 # Knobs (environment): SESSIONS (100), READS (5 per write), THINK_MS (50),
-# DURATION (8 s per strategy), PGBENCH_ROUNDS (10 alternations),
-# PGBENCH_SECONDS (3), OUT (bench/results.md); KEEP_WORK=DIR keeps the raw
+# DURATION (8 s per strategy), PGBENCH_ROUNDS (30 pairs) and
+# PGBENCH_SECONDS (3 s each) for bench/commitcost.sh, OUT (bench/results.md); KEEP_WORK=DIR keeps the raw
 # tables and TSV files there (bench/report.sh DIR ... rebuilds the report).
 set -euo pipefail
 
@@ -26,7 +26,7 @@ THINK_MS=${THINK_MS:-50}
 DURATION=${DURATION:-8}
 SPIKE_DURATION=${SPIKE_DURATION:-10}
 WAIT_MS=${WAIT_MS:-100}
-PGBENCH_ROUNDS=${PGBENCH_ROUNDS:-10}
+PGBENCH_ROUNDS=${PGBENCH_ROUNDS:-30}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-3}
 OUT=${OUT:-bench/results.md}
 
@@ -73,71 +73,13 @@ as_pg "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/follower1" -m fast -w -o "-c max_connecti
       --rounds-one 0 --rounds-many 10 --waiters 1000 --cpu-seconds 5 \
       --markdown "$WORK/wake.md" )
 
-echo "== commit overhead: pgbench with and without the library, interleaved"
-cluster_stop_node follower2
-cluster_stop_node follower1
-PGB_CONN=(-h "$CLUSTER_DIR" -p "$BASE_PORT" -U postgres postgres)
-as_pg "$PGBIN/pgbench" -i -q -s 5 "${PGB_CONN[@]}" >/dev/null 2>&1
-# CPU seconds used by the leader: the postmaster, its live children, and
-# (cutime, cstime) the children it has reaped, such as pgbench's backends
-leader_cpu() {
-    local pm
-    pm=$(head -1 "$CLUSTER_DIR/leader/postmaster.pid")
-    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v pm="$pm" -v hz="$(getconf CLK_TCK)" '
-        { line = $0; pid = $1; sub(/^.*\) /, "", line); split(line, f, " ")
-          if (pid == pm) t += f[12] + f[13] + f[14] + f[15]
-          else if (f[2] == pm) t += f[12] + f[13] }
-        END { printf "%.2f\n", t / hz }'
-}
-pgbench_run() {  # pgbench_run with|without round
-    local libs=distributed out tps txns cpu0 cpu1
-    [ "$1" = with ] || libs=
-    cluster_restart_leader "-c shared_preload_libraries=$libs"
-    [ "$(as_pg "$PGBIN/psql" -XAt "${PGB_CONN[@]}" -c 'SHOW shared_preload_libraries')" = "$libs" ] \
-        || { echo "shared_preload_libraries is not '$libs'" >&2; exit 1; }
-    # warm the buffer cache, then measure
-    PGOPTIONS='-c distributed.session_key=bench' \
-        as_pg "$PGBIN/pgbench" -n -N -M prepared -c 4 -j 2 -T 1 "${PGB_CONN[@]}" >/dev/null 2>&1
-    cpu0=$(leader_cpu)
-    out=$(PGOPTIONS='-c distributed.session_key=bench' \
-        as_pg "$PGBIN/pgbench" -n -N -M prepared -c 4 -j 2 -T "$PGBENCH_SECONDS" "${PGB_CONN[@]}" 2>/dev/null)
-    sleep 0.2   # let the postmaster reap the backends
-    cpu1=$(leader_cpu)
-    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
-    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
-    echo "   round $2 $1 library: $tps TPS, $txns transactions, leader CPU $(calc_us "$cpu0" "$cpu1" "$txns") us per transaction"
-    printf '%s\t%s\t%s\t%s\t%s\n' "$2" "$1" "$tps" "$txns" "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }')" \
-        >> "$WORK/pgbench.tsv"
-}
-calc_us() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }'; }
-for r in $(seq 1 "$PGBENCH_ROUNDS"); do
-    if [ $((r % 2)) -eq 1 ]; then
-        pgbench_run with "$r"; pgbench_run without "$r"
-    else
-        pgbench_run without "$r"; pgbench_run with "$r"
-    fi
-done
-# Where the leader's CPU goes with the library: a profile of its processes
-# during one more run with the library (skipped without perf).
-if command -v perf >/dev/null 2>&1; then
-    echo "   profiling one more run with the library (perf)"
-    cluster_restart_leader "-c shared_preload_libraries=distributed"
-    PGOPTIONS='-c distributed.session_key=bench' \
-        as_pg "$PGBIN/pgbench" -n -N -M prepared -c 4 -j 2 -T 5 "${PGB_CONN[@]}" >/dev/null 2>&1 &
-    bench_pid=$!
-    sleep 1
-    pids=$(pgrep -P "$(head -1 "$CLUSTER_DIR/leader/postmaster.pid")" | paste -sd, || true)
-    if [ -n "$pids" ] && perf record -F 2999 -g -p "$pids" -o "$WORK/perf.data" -- sleep 3 >/dev/null 2>&1; then
-        # children (inclusive) and self shares of the functions of interest
-        perf report -i "$WORK/perf.data" --children --sort symbol -g none 2>/dev/null \
-            | awk '$3 == "[.]" { gsub("%", "", $1); gsub("%", "", $2); print $4 "\t" $1 "\t" $2 }' \
-            | grep -E '^(DistXactCallback|ReportChangedGUCOptions|DistRecordKey|set_config_option|DistFormatToken|CommitTransactionCommand)\b' \
-            > "$WORK/perf.tsv" || true
-        rm -f "$WORK/perf.data"
-    fi
-    wait "$bench_pid" || true
-fi
 cluster_stop
+
+echo "== commit path: pgbench on a leader with and one without the library, at once (bench/commitcost.sh)"
+# its own two leaders, from one data directory; the instruction count
+# under callgrind beside the paired timings
+PG_CONFIG=$PG_CONFIG ROUNDS=$PGBENCH_ROUNDS RUN_SECONDS=$PGBENCH_SECONDS TSV="$WORK/commitcost.tsv" \
+    bash bench/commitcost.sh > "$WORK/commitcost.md"
 
 echo "== latency scenario: leader $LEADER_RTT_MS ms, followers $FOLLOWER_RTT_MS ms away (latproxy)"
 latency_measure "$WORK"
