@@ -111,3 +111,31 @@ SELECT distributed.is_replayed(:'t1') AS t1_safe,
 -- and replay_position() is the insert position, the one is_replayed() uses
 SELECT distributed.replay_position() = ((SELECT timeline_id FROM pg_control_checkpoint())::text
        || ':' || pg_current_wal_insert_lsn()::text) AS replay_is_insert;
+
+-- the key's hash follows every way the setting changes, not only SET: a
+-- database default taken at connection start and by RESET ALL and
+-- DISCARD ALL, a function's SET clause undone when it returns
+DO $$ BEGIN
+    EXECUTE format('ALTER DATABASE %I SET distributed.session_key = %L', current_database(), 'lee');
+END $$;
+\c
+SHOW distributed.session_key;
+UPDATE items SET v = 'uno' WHERE id = 1;
+SELECT distributed.session_token('lee') = distributed.last_commit() AS lee_at_connection_start;
+SET distributed.session_key = 'alice';
+RESET ALL;
+UPDATE items SET v = 'uno' WHERE id = 1;
+SELECT distributed.session_token('lee') = distributed.last_commit() AS lee_after_reset_all;
+SET distributed.session_key = 'alice';
+DISCARD ALL;
+UPDATE items SET v = 'uno' WHERE id = 1;
+SELECT distributed.session_token('lee') = distributed.last_commit() AS lee_after_discard_all;
+CREATE FUNCTION write_as_kim() RETURNS void LANGUAGE sql
+    SET distributed.session_key = 'kim'
+    AS $$ UPDATE items SET v = 'uno' WHERE id = 1 $$;
+SELECT write_as_kim();
+SELECT distributed.session_token('lee') = distributed.last_commit() AS lee_after_function;
+DROP FUNCTION write_as_kim();
+DO $$ BEGIN
+    EXECUTE format('ALTER DATABASE %I RESET distributed.session_key', current_database());
+END $$;

@@ -27,7 +27,7 @@
  * its leader) is replaced by a copy whose putmessage sends the pending
  * reports before a ReadyForQuery message and then passes every message on
  * unchanged.  The copy is put in place only while a report is pending, and
- * the backend's own table is put back when the reports have gone out: the
+ * the table it replaced is put back when the reports have gone out: the
  * other messages of a transaction (a pgbench transaction sends about twenty)
  * go out as they would without the library, not through one more call.
  * This is done only in client backends that talk the frontend protocol
@@ -82,9 +82,10 @@ static DistReportedValue dist_reported[DIST_NUM_REPORTED] = {
 };
 
 /*
- * The backend's own methods, once this backend is known to be one that
- * reports (dist_can_report), and our copy that wraps putmessage, which is
- * PqCommMethods while a report is pending.
+ * Whether this backend reports (decided at its first report); while a
+ * report is pending, the methods that were in place (the backend's own, or
+ * another module's wrapper of them) and our copy of them that wraps
+ * putmessage, which is PqCommMethods until the report has gone out.
  */
 static enum
 {
@@ -96,7 +97,14 @@ static const PQcommMethods *dist_socket_methods = NULL;
 static PQcommMethods dist_report_methods;
 
 /*
- * Send the pending reports, through the backend's own methods.  Runs just
+ * Set when another module wrapped our copy while it was in place: its
+ * wrapper calls ours, so ours stays where it is from then on (it passes
+ * every message on, and sends the reports pending at each ReadyForQuery).
+ */
+static bool dist_wrapped = false;
+
+/*
+ * Send the pending reports, through the methods our copy wraps.  Runs just
  * before ReadyForQuery goes into the send buffer.  Values are kept as
  * numbers and formatted only here, once per message sent.
  */
@@ -132,7 +140,7 @@ DistSendPending(void)
 
 /*
  * putmessage while a report is pending: before ReadyForQuery, send the
- * reports and put the backend's own methods back.
+ * reports and put back the methods our copy replaced.
  */
 static int
 DistPutMessage(char msgtype, const char *s, size_t len)
@@ -142,6 +150,8 @@ DistPutMessage(char msgtype, const char *s, size_t len)
 		DistSendPending();
 		if (PqCommMethods == &dist_report_methods)
 			PqCommMethods = dist_socket_methods;
+		else
+			dist_wrapped = true;
 	}
 	return dist_socket_methods->putmessage(msgtype, s, len);
 }
@@ -161,25 +171,26 @@ DistCanReport(void)
 			PqCommMethods == NULL)
 			dist_can_report = DIST_REPORT_NO;
 		else
-		{
-			dist_socket_methods = PqCommMethods;
-			dist_report_methods = *PqCommMethods;
-			dist_report_methods.putmessage = DistPutMessage;
 			dist_can_report = DIST_REPORT_YES;
-		}
 	}
 	return dist_can_report == DIST_REPORT_YES;
 }
 
 /*
  * Have the pending reports sent before the next ReadyForQuery: put our
- * methods in place, unless someone else's replaced the backend's own since.
+ * copy of the methods now in place in their place.  Copied at every
+ * arming (a few words), so that a module that wrapped the methods since
+ * the last report is wrapped in turn rather than bypassed or lost.
  */
 static void
 DistArmReport(void)
 {
-	if (PqCommMethods == dist_socket_methods)
-		PqCommMethods = &dist_report_methods;
+	if (dist_wrapped || PqCommMethods == &dist_report_methods)
+		return;
+	dist_socket_methods = PqCommMethods;
+	dist_report_methods = *PqCommMethods;
+	dist_report_methods.putmessage = DistPutMessage;
+	PqCommMethods = &dist_report_methods;
 }
 
 /*
