@@ -419,33 +419,8 @@ DistXactCallback(XactEvent event, void *arg)
  * Notice the two-phase commands, whose work happens when their
  * transaction ends: PREPARE TRANSACTION, and COMMIT PREPARED, whose
  * transaction has no xid of its own but writes the prepared transaction's
- * commit record.  Kept out of line, so that the hook every utility
- * statement passes through stays a test and a call.
+ * commit record.
  */
-static pg_noinline void
-DistNoteTwoPhase(TransactionStmt *stmt)
-{
-	switch (stmt->kind)
-	{
-		case TRANS_STMT_PREPARE:
-			dist_2pc = DIST_2PC_PREPARE;
-			strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
-			break;
-		case TRANS_STMT_COMMIT_PREPARED:
-			dist_2pc = DIST_2PC_COMMIT;
-			strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
-			DistLookupPrepared();
-			break;
-		case TRANS_STMT_ROLLBACK_PREPARED:
-			dist_2pc = DIST_2PC_ROLLBACK;
-			strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
-			DistLookupPrepared();
-			break;
-		default:
-			break;
-	}
-}
-
 static void
 DistProcessUtility(PlannedStmt *pstmt, const char *queryString,
 #if PG_VERSION_NUM >= 140000
@@ -459,12 +434,27 @@ DistProcessUtility(PlannedStmt *pstmt, const char *queryString,
 
 	if (IsA(node, TransactionStmt) && dist_shared != NULL)
 	{
-		TransactionStmtKind kind = ((TransactionStmt *) node)->kind;
+		TransactionStmt *stmt = (TransactionStmt *) node;
 
-		if (kind == TRANS_STMT_PREPARE ||
-			kind == TRANS_STMT_COMMIT_PREPARED ||
-			kind == TRANS_STMT_ROLLBACK_PREPARED)
-			DistNoteTwoPhase((TransactionStmt *) node);
+		switch (stmt->kind)
+		{
+			case TRANS_STMT_PREPARE:
+				dist_2pc = DIST_2PC_PREPARE;
+				strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
+				break;
+			case TRANS_STMT_COMMIT_PREPARED:
+				dist_2pc = DIST_2PC_COMMIT;
+				strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
+				DistLookupPrepared();
+				break;
+			case TRANS_STMT_ROLLBACK_PREPARED:
+				dist_2pc = DIST_2PC_ROLLBACK;
+				strlcpy(dist_gid, stmt->gid, sizeof(dist_gid));
+				DistLookupPrepared();
+				break;
+			default:
+				break;
+		}
 	}
 
 #if PG_VERSION_NUM >= 140000

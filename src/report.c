@@ -178,7 +178,7 @@ DistCanReport(void)
 
 /*
  * Have the pending reports sent before the next ReadyForQuery: put our
- * copy of the methods now in place in their place.  Copied at every
+ * copy of the methods in place of the ones there now.  Copied at every
  * arming (a few words), so that a module that wrapped the methods since
  * the last report is wrapped in turn rather than bypassed or lost.
  */
